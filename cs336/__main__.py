@@ -1,0 +1,3 @@
+from cs336.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""The Transformer LM and its layers."""
+
+from cs336.model.functional import scaled_dot_product_attention, silu, softmax
+from cs336.model.layers import (
+    Embedding,
+    Linear,
+    MultiHeadSelfAttention,
+    RMSNorm,
+    RotaryPositionalEmbedding,
+    SiLUFFN,
+    SwiGLU,
+)
+from cs336.model.transformer import TransformerBlock, TransformerLM

@@ -1,0 +1,56 @@
+"""Stateless building blocks of the Transformer: softmax, SiLU, attention.
+
+The reference versions are written with plain tensor ops (no `torch.nn.functional`), as the
+handout asks; each layer that uses them can opt into PyTorch's fused kernels instead
+(`fused=True`), which the tests check against these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import einsum
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """Numerically stable softmax: subtracting the max leaves the result unchanged but keeps
+    `exp` from overflowing.
+
+    >>> softmax(torch.tensor([1000.0, 1000.0]), dim=0)
+    tensor([0.5000, 0.5000])
+    """
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    e = torch.exp(shifted)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def silu(x: Tensor) -> Tensor:
+    """SiLU (swish): x · σ(x)."""
+    return x * torch.sigmoid(x)
+
+
+def scaled_dot_product_attention(
+    Q: Float[Tensor, "... q d_k"],
+    K: Float[Tensor, "... k d_k"],
+    V: Float[Tensor, "... k d_v"],
+    mask: Bool[Tensor, "... q k"] | None = None,
+) -> Float[Tensor, "... q d_v"]:
+    """softmax(Q Kᵀ / √d_k) V, where `mask[..., i, j] = True` means query i may attend to key j.
+
+    A query row that is masked everywhere comes out NaN (as in PyTorch's own kernel); a causal mask
+    never does that, since every position sees itself.
+    """
+    d_k = Q.shape[-1]
+    scores = einsum(Q, K, "... q d, ... k d -> ... q k") / math.sqrt(d_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    return einsum(weights, V, "... q k, ... k d -> ... q d")
+
+
+def causal_mask(seq_len: int, device: torch.device | None = None) -> Bool[Tensor, "q k"]:
+    """`True` on and below the diagonal: position i sees positions 0..i."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()

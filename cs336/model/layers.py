@@ -1,0 +1,179 @@
+"""The Transformer's layers, written from the handout's definitions.
+
+Every layer holds its parameters under the state-dict keys of ../shared/API.md. The reference path
+uses plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`), tested equal to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336.model.functional import causal_mask, scaled_dot_product_attention, silu
+
+
+class Linear(nn.Module):
+    """y = x Wᵀ, no bias. W is (out, in), initialised N(0, 2/(in+out)) truncated at ±3σ."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.fused = in_features, out_features, fused
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        std = math.sqrt(2.0 / (in_features + out_features))
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
+        if self.fused:
+            return F.linear(x, self.weight)
+        return einsum(x, self.weight, "... d_in, d_out d_in -> ... d_out")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """A lookup table: row `i` of `weight` is the vector of token `i`. Init N(0, 1) truncated at ±3."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        nn.init.trunc_normal_(self.weight, mean=0.0, std=1.0, a=-3.0, b=3.0)
+
+    def forward(self, token_ids: Int[Tensor, "..."]) -> Float[Tensor, "... d"]:
+        return self.weight[token_ids]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) · g, computed in float32 (squares of bf16 overflow and lose
+    precision) and cast back to the input dtype."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.d_model, self.eps, self.fused = d_model, eps, fused
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        in_dtype = x.dtype
+        x32 = x.to(torch.float32)
+        if self.fused:
+            y = F.rms_norm(x32, (self.d_model,), eps=self.eps)
+        else:
+            y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (y * self.weight.to(torch.float32)).to(in_dtype)
+
+
+class SwiGLU(nn.Module):
+    """The gated feed-forward network: w2(silu(w1 x) ⊙ w3 x)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.fused = fused
+        self.w1 = Linear(d_model, d_ff, device, dtype, fused=fused)
+        self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
+        self.w3 = Linear(d_model, d_ff, device, dtype, fused=fused)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        act = F.silu if self.fused else silu
+        return self.w2(act(self.w1(x)) * self.w3(x))
+
+
+class SiLUFFN(nn.Module):
+    """The ungated ablation: w2(silu(w1 x)). With d_ff = 4·d_model it has the parameters of a
+    SwiGLU with d_ff = 8/3·d_model (8·d_model² either way)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.fused = fused
+        self.w1 = Linear(d_model, d_ff, device, dtype, fused=fused)
+        self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        act = F.silu if self.fused else silu
+        return self.w2(act(self.w1(x)))
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """RoPE: rotates each adjacent pair (x[2k], x[2k+1]) by the angle pos / θ^(2k/d_k).
+
+    cos/sin tables for every position up to `max_seq_len` are computed once and kept as
+    non-persistent buffers (they follow `.to(device)` but stay out of the state dict).
+    """
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
+        self.theta, self.d_k, self.max_seq_len = theta, d_k, max_seq_len
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k))
+        angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        self.register_buffer("cos", angles.cos().to(torch.float32), persistent=False)  # (max_seq_len, d_k/2)
+        self.register_buffer("sin", angles.sin().to(torch.float32), persistent=False)
+
+    def forward(self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]) -> Float[Tensor, "... seq d_k"]:
+        cos = self.cos[token_positions]  # (... seq, d_k/2), broadcast over x's extra batch dims
+        sin = self.sin[token_positions]
+        x_pairs = rearrange(x, "... (k two) -> ... k two", two=2)
+        x_even, x_odd = x_pairs[..., 0], x_pairs[..., 1]
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rearrange(rotated, "... k two -> ... (k two)").to(x.dtype)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention; RoPE on Q and K when `max_seq_len` and `theta` are given.
+
+    The projections stack the heads in rows: rows h·d_k .. (h+1)·d_k of `q_proj.weight` are head h.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        max_seq_len: int | None = None,
+        theta: float | None = None,
+        device=None,
+        dtype=None,
+        *,
+        fused: bool = False,
+    ):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.d_model, self.num_heads, self.d_k, self.fused = d_model, num_heads, d_model // num_heads, fused
+        self.q_proj = Linear(d_model, d_model, device, dtype, fused=fused)
+        self.k_proj = Linear(d_model, d_model, device, dtype, fused=fused)
+        self.v_proj = Linear(d_model, d_model, device, dtype, fused=fused)
+        self.output_proj = Linear(d_model, d_model, device, dtype, fused=fused)
+        self.rope = (
+            RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device)
+            if max_seq_len is not None and theta is not None
+            else None
+        )
+
+    def forward(
+        self, x: Float[Tensor, "... seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+    ) -> Float[Tensor, "... seq d_model"]:
+        seq = x.shape[-2]
+        q, k, v = (
+            rearrange(proj(x), "... seq (h d) -> ... h seq d", h=self.num_heads)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(seq, device=x.device)
+            positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device))
+        return self.output_proj(rearrange(out, "... h seq d -> ... seq (h d)"))

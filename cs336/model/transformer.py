@@ -1,0 +1,139 @@
+"""The Transformer language model: blocks of attention and feed-forward with residual streams.
+
+Reference architecture (the handout's): pre-norm RMSNorm, RoPE, SwiGLU, untied embedding and LM
+head. The ablations of the write-up are keyword-only switches that default to it:
+
+- `norm`: "pre" (x + f(norm(x))), "post" (norm(x + f(x))), or "none" (x + f(x), no final norm);
+- `position`: "rope" or "nope" (no positional information at all; causality still leaks order);
+- `ffn`: "swiglu" or "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
+  SwiGLU's parameter count at d_ff = 8/3·d_model);
+- `tie_embeddings`: the LM head reuses the token-embedding matrix;
+- `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
+
+Norm = Literal["pre", "post", "none"]
+Position = Literal["rope", "nope"]
+FFN = Literal["swiglu", "silu"]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+class TransformerBlock(nn.Module):
+    """One layer: `y = x + attn(ln1(x)); z = y + ffn(ln2(y))` in the reference (pre-norm) form."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        max_seq_len: int,
+        theta: float,
+        device=None,
+        dtype=None,
+        *,
+        norm: Norm = "pre",
+        position: Position = "rope",
+        ffn: FFN = "swiglu",
+        silu_d_ff: int | None = None,
+        fused: bool = False,
+    ):
+        super().__init__()
+        _check_choice("norm", norm, ("pre", "post", "none"))
+        _check_choice("position", position, ("rope", "nope"))
+        _check_choice("ffn", ffn, ("swiglu", "silu"))
+        self.norm = norm
+        rope = position == "rope"
+        self.attn = MultiHeadSelfAttention(
+            d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype, fused=fused
+        )
+        if norm != "none":
+            self.ln1 = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
+            self.ln2 = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
+        if ffn == "swiglu":
+            self.ffn = SwiGLU(d_model, d_ff, device, dtype, fused=fused)
+        else:
+            self.ffn = SiLUFFN(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
+
+    def forward(
+        self, x: Float[Tensor, "... seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+    ) -> Float[Tensor, "... seq d_model"]:
+        if self.norm == "pre":
+            y = x + self.attn(self.ln1(x), token_positions)
+            return y + self.ffn(self.ln2(y))
+        if self.norm == "post":
+            y = self.ln1(x + self.attn(x, token_positions))
+            return self.ln2(y + self.ffn(y))
+        y = x + self.attn(x, token_positions)
+        return y + self.ffn(y)
+
+
+class TransformerLM(nn.Module):
+    """token ids (batch, seq) → logits (batch, seq, vocab). Keys: `token_embeddings.weight`,
+    `layers.{i}.*`, `ln_final.weight`, `lm_head.weight`."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        d_ff: int,
+        rope_theta: float,
+        device=None,
+        dtype=None,
+        *,
+        norm: Norm = "pre",
+        position: Position = "rope",
+        ffn: FFN = "swiglu",
+        silu_d_ff: int | None = None,
+        tie_embeddings: bool = False,
+        fused: bool = False,
+    ):
+        super().__init__()
+        self.vocab_size, self.context_length = vocab_size, context_length
+        self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
+        self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
+        self.tie_embeddings, self.fused = tie_embeddings, fused
+        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype)
+        self.layers = nn.ModuleList(
+            TransformerBlock(
+                d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
+                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, fused=fused,
+            )
+            for _ in range(num_layers)
+        )
+        if norm != "none":
+            self.ln_final = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
+        self.lm_head = Linear(d_model, vocab_size, device, dtype, fused=fused)
+        if tie_embeddings:
+            self.lm_head.weight = self.token_embeddings.weight
+
+    def forward(self, token_ids: Int[Tensor, "... seq"], token_positions: Int[Tensor, "... seq"] | None = None) -> Float[Tensor, "... seq vocab"]:
+        seq = token_ids.shape[-1]
+        if seq > self.context_length:
+            raise ValueError(f"sequence length {seq} exceeds context_length {self.context_length}")
+        x = self.token_embeddings(token_ids)
+        for layer in self.layers:
+            x = layer(x, token_positions)
+        if self.norm != "none":
+            x = self.ln_final(x)
+        return self.lm_head(x)
+
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        """Distinct parameters (a tied head counts once)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.token_embeddings.weight.numel() if exclude_embeddings else n

@@ -1,0 +1,4 @@
+"""Byte-level BPE: training (`bpe.py`), encoding and decoding (`tokenizer.py`)."""
+
+from cs336.tokenization.bpe import train_bpe
+from cs336.tokenization.tokenizer import Tokenizer

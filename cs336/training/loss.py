@@ -1,0 +1,20 @@
+"""Cross-entropy of next-token predictions."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def cross_entropy(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, "..."]) -> Float[Tensor, ""]:
+    """Mean of −log softmax(logits)[target] over every leading dim.
+
+    Uses log-sum-exp with the max subtracted, so logits of any magnitude stay finite:
+    −log p_t = logsumexp(o) − o_t = (m + log Σ exp(o − m)) − o_t.
+    """
+    logits = logits.float()
+    m = logits.amax(dim=-1, keepdim=True)
+    lse = m.squeeze(-1) + torch.log(torch.exp(logits - m).sum(dim=-1))
+    target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (lse - target_logit).mean()

@@ -1,0 +1,112 @@
+"""Optimisers and their helpers: AdamW, the handout's SGD toy, the cosine schedule, clipping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+class SGD(torch.optim.Optimizer):
+    """The handout's toy SGD with a 1/√(t+1) decaying step: θ ← θ − lr/√(t+1) · ∇L."""
+
+    def __init__(self, params, lr: float = 1e-3):
+        if lr < 0:
+            raise ValueError(f"invalid learning rate {lr}")
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                t = state.get("t", 0)
+                p -= group["lr"] / math.sqrt(t + 1) * p.grad
+                state["t"] = t + 1
+        return loss
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW as in the handout (Loshchilov & Hutter, algorithm 2):
+
+        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²
+        α_t = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)
+        θ ← θ − α_t·m/(√v + ε);  θ ← θ − lr·λ·θ
+
+    State per parameter: `step` (a float tensor, so checkpoints stay tensor-only), `exp_avg`,
+    `exp_avg_sq`, the names torch.optim.AdamW uses.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        if lr < 0:
+            raise ValueError(f"invalid learning rate {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas {betas}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError(f"invalid eps {eps} or weight_decay {weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = state["step"].item()
+                m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                alpha = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
+                p.mul_(1 - lr * wd)
+        return loss
+
+
+def get_lr_cosine_schedule(it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int) -> float:
+    """Linear warm-up to the max over `warmup_iters`, cosine decay to the min at
+    `cosine_cycle_iters`, then the min.
+
+    >>> get_lr_cosine_schedule(0, 1.0, 0.1, 10, 100), get_lr_cosine_schedule(100, 1.0, 0.1, 10, 100)
+    (0.0, 0.1)
+    """
+    if it < warmup_iters:
+        return it / warmup_iters * max_learning_rate
+    if it <= cosine_cycle_iters:
+        progress = (it - warmup_iters) / max(1, cosine_cycle_iters - warmup_iters)
+        return min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (max_learning_rate - min_learning_rate)
+    return min_learning_rate
+
+
+@torch.no_grad()
+def gradient_clipping(parameters: Iterable[nn.Parameter], max_l2_norm: float, eps: float = 1e-6) -> torch.Tensor:
+    """Scale all gradients by max/(‖g‖₂ + eps) in place when their global L2 norm exceeds `max_l2_norm`.
+
+    Parameters without a gradient are skipped. Returns the norm before clipping (for logging).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    if norm > max_l2_norm:
+        scale = max_l2_norm / (norm + eps)
+        for g in grads:
+            g.mul_(scale.to(g.dtype))
+    return norm
