@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336.errors import CS336Error
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
 
 Norm = Literal["pre", "post", "none"]
@@ -28,7 +29,7 @@ FFN = Literal["swiglu", "silu"]
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+        raise CS336Error(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 class TransformerBlock(nn.Module):
@@ -108,7 +109,7 @@ class TransformerLM(nn.Module):
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
         self.tie_embeddings, self.fused = tie_embeddings, fused
-        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype)
+        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
@@ -125,7 +126,7 @@ class TransformerLM(nn.Module):
     def forward(self, token_ids: Int[Tensor, "... seq"], token_positions: Int[Tensor, "... seq"] | None = None) -> Float[Tensor, "... seq vocab"]:
         seq = token_ids.shape[-1]
         if seq > self.context_length:
-            raise ValueError(f"sequence length {seq} exceeds context_length {self.context_length}")
+            raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
         x = self.token_embeddings(token_ids)
         for layer in self.layers:
             x = layer(x, token_positions)
