@@ -67,7 +67,11 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes]) -> dict[str, 
 def load_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
     """Restore model and optimizer state from `src`; return the saved iteration."""
     payload = read_checkpoint(src)
-    _unwrap(model).load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
+    try:
+        _unwrap(model).load_state_dict(payload["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        # torch lists every missing/unexpected key on many lines; the first says what is wrong
+        raise CS336Error(f"checkpoint does not fit this model/optimizer: {str(e).strip().splitlines()[0]}") from e
     return payload["iteration"]
