@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cs336.errors import CS336Error
 from cs336.model.functional import causal_mask, scaled_dot_product_attention, silu
+from cs336.model.kv_cache import LayerKVCache
 
 
 class Linear(nn.Module):
@@ -174,18 +175,31 @@ class MultiHeadSelfAttention(nn.Module):
         )
 
     def forward(
-        self, x: Float[Tensor, "... seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+        self,
+        x: Float[Tensor, "... seq d_model"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        *,
+        kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "... seq d_model"]:
+        """With `kv_cache`, `x` holds only the tokens after the cached ones: their positions count
+        on from the cache length, and they attend to the cached keys and values as well."""
         seq = x.shape[-2]
+        past = 0 if kv_cache is None else len(kv_cache)
         q, k, v = (
             rearrange(proj(x), "... seq (h d) -> ... h seq d", h=self.num_heads)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
         if self.rope is not None:
+            if token_positions is None and past > 0:
+                token_positions = torch.arange(past, past + seq, device=x.device)
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
-        if self.fused:
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        if self.fused and past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif self.fused:  # is_causal would align the diagonal to the top left, ignoring `past`
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(seq, x.device, past=past))
         else:
-            out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device))
+            out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device, past=past))
         return self.output_proj(rearrange(out, "... h seq d -> ... seq (h d)"))
