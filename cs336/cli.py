@@ -122,6 +122,27 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # sweep
 # ---------------------------------------------------------------------------------------------
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train every point of a sweep (base config + grid of overrides), one run directory each",
+        description="Train every point of a sweep file (configs/sweeps/*.toml): a base training config "
+        "plus a grid and/or list of overrides. Points that already finished are skipped; interrupted "
+        "ones resume from their checkpoint.",
+    )
+    p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
+    p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from cs336.experiments.sweeps import run_sweep
+
+    states = run_sweep(args.sweep_file, parallel=args.parallel, dry_run=args.dry_run, out_dir=args.out_dir)
+    return 1 if any(s.startswith("failed") for s in states.values()) else 0
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +155,7 @@ _SUBCOMMANDS = [
     "_add_data",
     "_add_encode",
     "_add_train",
+    "_add_sweep",
 ]
 
 
