@@ -58,7 +58,7 @@ def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.ranges, srv.honour_range, srv.drop_after = [], True, None
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/corpus.txt"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
