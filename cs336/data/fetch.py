@@ -93,6 +93,8 @@ def _download(url: str, part: Path, *, progress: bool, timeout: float) -> str:
         raise CS336Error(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason}); check the network, or copy the files with --mirror DIR") from None
     with response:
         resumed = response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            raise CS336Error(f"the server answered the resume of {part.name} with another range; delete it and fetch again")
         if not resumed:
             have = 0  # the server sent the whole file (no Range support): start over
         length = response.headers.get("Content-Length")
