@@ -19,7 +19,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download or copy the full-size corpora into the data directory")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
     f = data_sub.add_parser("fetch", help="fetch a corpus (progress bar, resume, checksum)")
-    f.add_argument("corpus", choices=["tinystories", "owt"])
+    f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)

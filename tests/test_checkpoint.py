@@ -136,3 +136,23 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     with pytest.raises(CS336Error, match="does not fit") as e:
         load_checkpoint(path, bigger, AdamW(bigger.parameters()))
     assert "\n" not in str(e.value)
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, opt = _fresh()
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(model, opt, 1, path)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f):
+        real_save(obj, f)
+        pathlib.Path(f).write_bytes(pathlib.Path(f).read_bytes()[:100])  # half-written...
+        raise KeyboardInterrupt  # ...when the run is killed
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, opt, 2, path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+    assert load_checkpoint(path, model, opt) == 1

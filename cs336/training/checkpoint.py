@@ -7,7 +7,6 @@ resuming exactly needs (RNG states, the data sampler, the config).
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from pathlib import Path
@@ -40,7 +39,10 @@ def save_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write model, optimizer and iteration (and `extra`) to a path or a binary file object."""
+    """Write model, optimizer and iteration (and `extra`) to a path or a binary file object.
+
+    A path is written to `<path>.tmp` and renamed over the target only when complete, so a run
+    killed while saving keeps its previous checkpoint."""
     payload = {
         "format": FORMAT,
         "model": _unwrap(model).state_dict(),
@@ -48,7 +50,15 @@ def save_checkpoint(
         "iteration": int(iteration),
         "extra": extra or {},
     }
-    torch.save(payload, out)
+    if not isinstance(out, (str, os.PathLike)):
+        torch.save(payload, out)
+        return
+    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes]) -> dict[str, Any]:

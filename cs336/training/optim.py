@@ -47,8 +47,8 @@ class AdamW(torch.optim.Optimizer):
       torch's result plus lr·λ·u, an O(lr²λ) term per step. Algebraically this is exactly torch's
       update with lr' = lr(1−lrλ) and λ' = λ/(1−lrλ).
     - ε: torch divides by √v̂ + ε with v̂ = v/(1−β₂ᵗ); folding the bias correction into α_t as the
-      handout does puts ε/√(1−β₂ᵗ) there instead (the "ε-hat" form), which matters only in the
-      first steps while √v is comparable to ε.
+      handout does puts ε/√(1−β₂ᵗ) there instead (the "ε-hat" form): 32ε at step 1 with
+      β₂ = 0.999, tending to ε, so it matters only in early steps and for gradients near ε.
 
     With ε = 0 and lr', λ' the two are equal to float64 rounding (tests/test_training_primitives.py).
     """
