@@ -1,7 +1,7 @@
 """Encode a whole text file into a `.npy` array of token ids: parallel, bounded memory.
 
 The file is cut into chunks at byte offsets where `Tokenizer.encode` itself would split (the start
-of a special token, or a newline followed by a printable ASCII character; see `safe_cuts`), so the
+of a special token, or a newline or space where pre-tokens cannot change; see `safe_cuts`), so the
 chunks can be encoded independently and their ids concatenated: the result equals
 `tokenizer.encode(whole_text)`. Worker processes encode chunks; the parent writes each chunk's ids
 in order straight into the output file, whose `.npy` header is rewritten with the final length at
@@ -24,6 +24,7 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +65,14 @@ def load_tokenizer(
 # ---------------------------------------------------------------------------------------------
 # Where a file may be cut
 # ---------------------------------------------------------------------------------------------
-# A newline followed by a printable ASCII character: `Tokenizer` cuts text there too (see
-# `tokenizer._LINE_CUT`); staying in ASCII means the byte offset is also a character boundary.
-_NEWLINE_CUT = rb"\n(?=[\x21-\x7e])"
+# The cuts `Tokenizer` itself may make (see `Tokenizer._safe_cut`): before a newline followed by a
+# non-space, or before a space that follows a non-space. Spelled with printable ASCII neighbours
+# so that a byte offset is also a character boundary.
+_TEXT_CUTS = [rb"\n(?=[\x21-\x7e])", rb"(?<=[\x21-\x7e]) "]
 
 
 def _cut_pattern(specials: list[bytes]) -> re.Pattern:
-    return re.compile(b"|".join([_NEWLINE_CUT, *(re.escape(s) for s in specials)]))
+    return re.compile(b"|".join([*_TEXT_CUTS, *(re.escape(s) for s in specials)]))
 
 
 def _special_near(data: bytes, c: int, specials: list[bytes]) -> bool:
@@ -83,12 +85,13 @@ def _special_near(data: bytes, c: int, specials: list[bytes]) -> bool:
 
 
 def safe_cuts(data: bytes, special_tokens: list[str] | None = None, start: int = 0, end: int | None = None):
-    """Offsets in `data[start:end]` where encoding may restart: before a special token or before a
-    newline that a printable ASCII character follows, never inside a special token.
+    """Offsets in `data[start:end]` where encoding may restart: before a special token, before a
+    newline that a printable ASCII character follows, or before a space after one; never inside
+    (or, for a newline, just before) a special token.
 
     Encoding `text[:c]` and `text[c:]` separately gives the ids of `text`: a special token
-    starting at `c` that no other occurrence overlaps is matched there in the whole text, and a
-    newline cut is a pre-token boundary that `Tokenizer` itself uses.
+    starting at `c` that no other occurrence overlaps is matched there in the whole text, and the
+    other cuts are the ones `Tokenizer` itself makes.
 
     >>> list(safe_cuts(b"ab\\ncd<|x|>e\\n f\\n<|x|>", ["<|x|>"]))
     [2, 5, 15]
@@ -257,16 +260,13 @@ def _map_in_order(tokenizer: Tokenizer, path: str, dtype: np.dtype, chunks: list
         _init_worker(tokenizer, path, dtype)
         yield from map(_encode_chunk, chunks)
         return
-    with ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype)) as pool:
-        pending: deque = deque()
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype))
+    try:
         todo = iter(chunks)
-        for c in todo:
-            pending.append(pool.submit(_encode_chunk, c))
-            if len(pending) >= 2 * workers:
-                break
+        pending = deque(pool.submit(_encode_chunk, c) for c in islice(todo, 2 * workers))
         while pending:
             ids = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_encode_chunk, nxt))
+            pending.extend(pool.submit(_encode_chunk, c) for c in islice(todo, 1))
             yield ids
+    finally:  # on an error (bad UTF-8 in a chunk, Ctrl-C) drop the queued chunks at once
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -28,7 +28,7 @@ from itertools import chain, groupby, repeat
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
-from cs336.tokenization.pretokenize import GPT2_REGEX, special_token_regex, split_on_special_tokens
+from cs336.tokenization.pretokenize import GPT2_REGEX, split_on_special_tokens
 
 # ---------------------------------------------------------------------------------------------
 # Pre-tokenization fast path
@@ -213,7 +213,6 @@ class Tokenizer:
             if pair not in self._ranks:  # a repeated merge can never fire a second time
                 self._ranks[pair], self._merged[pair] = rank, self._id_of[a + b]
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
-        self._special_re = special_token_regex(self.special_tokens)
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
         self._cache = _PretokenCache(self._encode_pretoken)
@@ -295,30 +294,22 @@ class Tokenizer:
         """A position `k` such that, for any continuation `rest`,
         `encode(text + rest) == encode(text[:k]) + encode(text[k:] + rest)`; 0 if none is known.
 
-        Special tokens: a cut must not lie inside any occurrence, and every occurrence that could
-        touch it must fit inside `text`, hence the `limit`. Pre-tokens: the preferred cut is just
-        before a newline followed by a non-space (`_LINE_CUT`); text without one falls back to the
-        end of the last pre-token whose match no continuation can change (`_certain_end`).
+        `k` is the last of these, where the whole text has a pre-token boundary and the end of
+        `text[:k]` acts on every branch of the GPT-2 pattern as the character at `k` does:
+        - before a newline followed by a non-space (the cut `pretokenize_fast` makes), or
+        - before a space that follows a non-space;
+        and never inside or just before a special token, with room left to see every occurrence
+        that could touch `k`. (Text with neither cut, such as one long word, stays buffered.)
         """
-        limit = len(text) - max(self._max_special - 1, 0)
-        # A newline cut also needs its next character to be ordinary text, not a special token.
         k = len(text) - max(self._max_special, 1)
         while k > 0:
-            k = text.rfind("\n", 0, k)
+            k = max(text.rfind("\n", 0, k), text.rfind(" ", 0, k))
             if k <= 0:
-                break
-            if not text[k + 1].isspace() and not self._special_near(text, k):
+                return 0
+            ok = not text[k + 1].isspace() if text[k] == "\n" else not text[k - 1].isspace()
+            if ok and not self._special_near(text, k):
                 return k
-        # No usable newline: cut after the last pre-token that is certain.
-        start = 0
-        if self._special_re is not None:
-            for m in self._special_re.finditer(text):
-                if m.start() >= limit:
-                    break
-                start = m.end()
-        if start >= limit:
-            return start
-        return start + _certain_end(text[start:limit])
+        return 0
 
     def _special_near(self, text: str, k: int) -> bool:
         """Does a special token occurrence contain position `k` strictly inside, or start at k + 1?"""
@@ -346,21 +337,6 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={len(self.vocab)}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
-
-
-def _certain_end(text: str) -> int:
-    """End of the last GPT-2 pre-token of `text` that any continuation of `text` keeps intact.
-
-    A match `[s, e)` is decided by at most the characters up to `max(e + 1, s + 3)`: greedy runs
-    stop at the first character that does not fit, the lookahead `(?!\\S)` reads one character,
-    and a contraction reads three. So a match with `e + 2 <= len(text)` is certain.
-    """
-    end = 0
-    for m in GPT2_REGEX.finditer(text):
-        if m.end() + 2 > len(text):
-            break
-        end = m.end()
-    return end
 
 
 def _is_hashable(x) -> bool:
