@@ -68,7 +68,6 @@ def _run_train_bpe(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------------------------------------
 # encode
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +104,6 @@ def _run_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
@@ -134,11 +132,8 @@ def _run_encode(args: argparse.Namespace) -> int:
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
 _SUBCOMMANDS = [
     "_add_data",
-<<<<<<< ours
-    "_add_encode",
-=======
     "_add_train_bpe",
->>>>>>> theirs
+    "_add_encode",
 ]
 
 
