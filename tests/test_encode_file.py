@@ -9,10 +9,11 @@ import pytest
 from cs336 import Tokenizer
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.encode_file import _npy_header, encode_file, find_chunk_boundaries, safe_cuts, smallest_dtype
+from cs336.tokenization.encode_file import _npy_header, encode_file, smallest_dtype
+from cs336.tokenization.pretokenize import chunk_boundaries
 
 from conftest import FIXTURES, TINYSTORIES
-from test_tokenizer import EOT, PIECES, segments
+from test_tokenizer import EOT, PIECES
 
 GPT2_FILES = ["--vocab", str(FIXTURES / "gpt2_vocab.json"), "--merges", str(FIXTURES / "gpt2_merges.txt")]
 
@@ -34,7 +35,7 @@ def test_encoded_file_equals_encode_of_the_whole_text(gpt2, path, workers, tmp_p
     expected = gpt2.encode(path.read_text(encoding="utf-8"))
     assert ids.dtype == np.uint16 and ids.tolist() == expected
     assert stats.tokens == len(expected) and stats.input_bytes == path.stat().st_size
-    assert stats.chunks == len(find_chunk_boundaries(path, [EOT], 100_000)) - 1
+    assert stats.chunks == len(chunk_boundaries(path, 100_000, [EOT])) - 1
     if path.stat().st_size > 300_000:
         assert stats.chunks > 3  # the parallel path really ran on several chunks
 
@@ -47,31 +48,6 @@ def test_tiny_chunks_with_adversarial_text_still_equal_encode(gpt2, tmp_path):
     tok = Tokenizer.from_files(FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", [EOT, EOT + EOT])
     encode_file(tok, path, tmp_path / "fuzz.npy", workers=2, progress=False, chunk_bytes=64)
     assert np.load(tmp_path / "fuzz.npy").tolist() == tok.encode(text)
-
-
-def test_every_safe_cut_keeps_the_segmentation():
-    rng = random.Random(1)
-    for _ in range(300):
-        text = "".join(rng.choice(PIECES + [EOT, "\n", "x\n", " \n", "\n" + EOT]) for _ in range(rng.randint(1, 25)))
-        data = text.encode("utf-8")
-        whole = segments(text)
-        for c in safe_cuts(data, [EOT]):
-            left, right = data[:c].decode("utf-8"), data[c:].decode("utf-8")
-            assert segments(left) + segments(right) == whole, (text, c)
-
-
-def test_chunk_boundaries_cover_the_file_in_order(tmp_path):
-    path = tmp_path / "t.txt"
-    path.write_bytes(b"".join(b"line %d here\n" % i for i in range(5000)))
-    bounds = find_chunk_boundaries(path, None, 1000)
-    assert bounds[0] == 0 and bounds[-1] == path.stat().st_size
-    assert all(a < b for a, b in zip(bounds, bounds[1:])) and len(bounds) > 40
-
-
-def test_a_file_without_any_cut_is_one_chunk(tmp_path):
-    path = tmp_path / "word.txt"
-    path.write_bytes(b"x" * 10_000)
-    assert find_chunk_boundaries(path, [EOT], 1000) == [0, 10_000]
 
 
 def test_dtype_is_the_smallest_that_fits(tmp_path):
