@@ -229,6 +229,9 @@ class Tokenizer:
         return merge(ids, self._ranks, self._merged)
 
     def _encode_piece(self, piece: str) -> list[int]:
+        word = piece[1:] if piece[:1] == " " else piece
+        if word.isascii() and word.isalpha():  # " cat": one pre-token, no need to run the pattern
+            return self._pretoken_cache[piece]
         return list(chain.from_iterable(map(self._pretoken_cache.__getitem__, GPT2_REGEX.findall(piece))))
 
     def _encode_ordinary(self, text: str) -> Iterator[int]:
