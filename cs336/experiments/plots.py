@@ -110,7 +110,7 @@ def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
     parts = [
         f"scale: {info.get('scale') or '?'}",
         f"config: {info.get('base', '?')} ({shape})",
-        f"hardware: {info.get('hardware', 'unknown')}",
+        f"hardware: {info.get('hardware', 'unknown')}" + (f", {info['threads_per_run']} thread(s) a run" if info.get("threads_per_run") else ""),
     ]
     text = " · ".join(parts) + (f"\n{note}" if note else "")
     fig.text(0.01, 0.005, text, fontsize=7, color="0.35", va="bottom", ha="left", wrap=True)

@@ -180,7 +180,7 @@ def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
 
 
 def hardware() -> str:
-    """One line naming the machine: CPU model and core count, or the GPU, and torch's version."""
+    """One line naming the machine: the GPU, or the CPU model and its core count; and torch's version."""
     import torch
 
     if torch.cuda.is_available():
@@ -193,7 +193,7 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{cpu} ({os.cpu_count()} cores), torch {torch.__version__}"
 
 
 def point_command(sweep: Sweep, point: Point) -> list[str]:
@@ -208,7 +208,9 @@ def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from cs336.training.config import load_config
     from cs336.training.trainer import train
 
-    return train(load_config(config_path, overrides), progress=False)
+    # The config loader takes `key=value` strings whose values are TOML literals; JSON's spelling of
+    # numbers, booleans, strings and lists is valid TOML.
+    return train(load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]), progress=False)
 
 
 def export_run(run_dir: Path, dest: Path) -> None:
@@ -303,7 +305,7 @@ def run_sweep(
                     del running[name]
                     finish(name, proc, started, handle)
             if running:
-                time.sleep(0.2)
+                time.sleep(1.0)
     except KeyboardInterrupt:
         for proc, _, handle in running.values():
             proc.terminate()
