@@ -36,7 +36,7 @@ def write_run(run_dir: Path, config: dict, losses: list[float], *, status: str |
 
 def cfg(lr: float, batch_size: int = 8, **model) -> dict:
     m = {"vocab_size": 256, "context_length": 16, "d_model": 32, "num_layers": 2, "num_heads": 2, "d_ff": 64, "norm": "pre", "position": "rope", "ffn": "swiglu"}
-    return {"model": {**m, **model}, "optim": {"lr": lr, "betas": [0.9, 0.95]}, "data": {"batch_size": batch_size}, "seed": 0}
+    return {"model": {**m, **model}, "optim": {"lr": lr, "betas": [0.9, 0.95]}, "batch_size": batch_size, "seed": 0}
 
 
 # --------------------------------------------------------------------------- runs → DataFrame
@@ -110,6 +110,13 @@ def test_expand_is_the_grid_product_in_order_then_the_explicit_points():
     ]
     assert pts[0].name == "batch_size=8__lr=0.001" and pts[-1].name == "extra"
     assert pts[-1].overrides == {"model.norm": "none"}
+
+
+def test_name_keys_choose_which_swept_values_name_a_point():
+    pts = expand({}, [{"batch_size": 1, "optim.lr": 0.01, "eval_batches": 128}, {"batch_size": 64, "optim.lr": 0.01, "eval_batches": 2}], {}, ["batch_size", "optim.lr"])
+    assert [p.name for p in pts] == ["batch_size=1__lr=0.01", "batch_size=64__lr=0.01"]
+    with pytest.raises(CS336Error, match="share a name"):
+        expand({}, [{"batch_size": 1, "eval_batches": 128}, {"batch_size": 1, "eval_batches": 2}], {}, ["batch_size"])
 
 
 def test_point_names_use_the_full_key_when_last_parts_clash():

@@ -24,7 +24,7 @@ from cs336.experiments.runs import load_runs, summarize_runs, sweep_info
 
 # The configuration keys the figures read (the training config's dotted names).
 LR = "optim.lr"
-BATCH = "data.batch_size"
+BATCH = "batch_size"
 MODEL_KEYS = ("model.vocab_size", "model.context_length", "model.d_model", "model.num_layers", "model.num_heads", "model.d_ff")
 
 STYLE = {
@@ -110,7 +110,7 @@ def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
     parts = [
         f"scale: {info.get('scale') or '?'}",
         f"config: {info.get('base', '?')} ({shape})",
-        f"hardware: {info.get('hardware', 'unknown')}",
+        f"hardware: {info.get('hardware', 'unknown')}" + (f", {info['threads_per_run']} thread(s) a run" if info.get("threads_per_run") else ""),
     ]
     text = " · ".join(parts) + (f"\n{note}" if note else "")
     fig.text(0.01, 0.005, text, fontsize=7, color="0.35", va="bottom", ha="left", wrap=True)
@@ -159,9 +159,12 @@ def figure_batch_size(root: str | Path):
         colors = lr_colors(best, BATCH)
         plot_curves(axes[0], best_runs, x="tokens", label=label, colors=colors)
         plot_curves(axes[1], best_runs, x="wall_s", label=label, colors=colors)
-        for i, (lr, g) in enumerate(summary.groupby(LR)):
-            plot_final(axes[2], g, BATCH, label=f"lr {lr:g}", color=f"C{i}")
-        axes[2].plot(best[BATCH], best["final_val_loss"], "k--", lw=0.8, label="best lr per batch size")
+        # the rate every batch size was tried at, and the best of those tried for each batch size
+        fixed = summary.groupby(LR)[BATCH].nunique().idxmax()
+        plot_final(axes[2], summary[summary[LR] == fixed], BATCH, label=f"fixed lr {fixed:g}", color="C0")
+        axes[2].plot(best[BATCH], best["final_val_loss"], "s--", color="C1", label="lr retuned per batch size")
+        for _, r in best.iterrows():
+            axes[2].annotate(f"{r[LR]:g}", (r[BATCH], r["final_val_loss"]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="C1")
         axes[2].set_xscale("log", base=2)
         axes[0].legend()
         axes[2].legend()

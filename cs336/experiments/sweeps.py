@@ -6,6 +6,7 @@ A sweep file is TOML:
     name = "lr_cpu"
     base = "../tinystories_cpu.toml"     # the training config, relative to this file
     scale = "cpu"                        # a label for figures: "cpu" or "full"
+    name_keys = ["optim.lr"]             # optional: the keys that name the points (default: all swept)
     out_dir = "runs/sweeps/lr_cpu"       # run directories (with checkpoints); relative to the cwd
     results_dir = "results/lr_cpu"       # optional: each ended run's small logs are copied here
 
@@ -50,7 +51,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SWEEP_KEYS = ("name", "base", "scale", "out_dir", "results_dir", "description")
+SWEEP_KEYS = ("name", "base", "scale", "out_dir", "results_dir", "description", "name_keys")
 SECTIONS = ("sweep", "set", "grid", "points")
 # The training config key that says where a run writes its files.
 RUN_DIR_KEY = "run_dir"
@@ -115,9 +116,10 @@ def point_name(overrides: dict[str, Any], swept: list[str]) -> str:
     return "__".join(parts) or "base"
 
 
-def expand(grid: dict[str, list[Any]], points: list[dict[str, Any]], shared: dict[str, Any]) -> list[Point]:
+def expand(grid: dict[str, list[Any]], points: list[dict[str, Any]], shared: dict[str, Any], name_keys: list[str] | None = None) -> list[Point]:
     """The grid's cartesian product (in the order the keys are written) followed by the explicit
-    points, each named from its swept values. Duplicate names are an error."""
+    points, each named from its swept values (or only from `name_keys`, when given). Duplicate
+    names are an error."""
     grid = flatten(grid)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -129,8 +131,9 @@ def expand(grid: dict[str, list[Any]], points: list[dict[str, Any]], shared: dic
         name = p.pop("name", None)
         explicit.append((name, flatten(p)))
     swept = sorted({*grid, *(k for _, p in explicit for k in p)})
-    out = [Point(point_name(c, swept), c) for c in combos]
-    out += [Point(name or point_name(p, swept), p) for name, p in explicit]
+    naming = list(name_keys) if name_keys else swept
+    out = [Point(point_name(c, naming), c) for c in combos]
+    out += [Point(name or point_name(p, naming), p) for name, p in explicit]
     names = [p.name for p in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -166,7 +169,7 @@ def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
         raise CS336Error(f"{path}: base config {head['base']!r} not found (looked at {base})")
     name = head.get("name", path.stem)
     shared = flatten(raw.get("set", {}))
-    points = expand(raw.get("grid", {}), raw.get("points", []), shared)
+    points = expand(raw.get("grid", {}), raw.get("points", []), shared, head.get("name_keys"))
     return Sweep(
         name=name,
         base=base,
@@ -180,7 +183,7 @@ def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
 
 
 def hardware() -> str:
-    """One line naming the machine: CPU model and core count, or the GPU, and torch's version."""
+    """One line naming the machine: the GPU, or the CPU model and its core count; and torch's version."""
     import torch
 
     if torch.cuda.is_available():
@@ -193,7 +196,7 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{cpu} ({os.cpu_count()} cores), torch {torch.__version__}"
 
 
 def point_command(sweep: Sweep, point: Point) -> list[str]:
@@ -208,7 +211,9 @@ def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from cs336.training.config import load_config
     from cs336.training.trainer import train
 
-    return train(load_config(config_path, overrides), progress=False)
+    # The config loader takes `key=value` strings whose values are TOML literals; JSON's spelling of
+    # numbers, booleans, strings and lists is valid TOML.
+    return train(load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]), progress=False)
 
 
 def export_run(run_dir: Path, dest: Path) -> None:
@@ -303,7 +308,7 @@ def run_sweep(
                     del running[name]
                     finish(name, proc, started, handle)
             if running:
-                time.sleep(0.2)
+                time.sleep(1.0)
     except KeyboardInterrupt:
         for proc, _, handle in running.values():
             proc.terminate()
