@@ -40,6 +40,38 @@ def _run_data_fetch(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # encode
 # ---------------------------------------------------------------------------------------------
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="encode a text file to a .npy array of token ids (parallel, bounded memory)",
+        description="Encode a UTF-8 text file with a trained BPE tokenizer into a .npy array of token ids "
+        "(uint16 when the vocabulary has at most 65,536 ids, else uint32), in parallel across processes. "
+        "The ids equal Tokenizer.encode of the whole file.",
+    )
+    p.add_argument("--tokenizer", metavar="DIR", help="directory holding vocab.json and merges.txt (train-bpe output)")
+    p.add_argument("--vocab", metavar="FILE", help="GPT-2-format vocab.json (overrides DIR/vocab.json)")
+    p.add_argument("--merges", metavar="FILE", help="GPT-2-format merges.txt (overrides DIR/merges.txt)")
+    p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text to encode")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
+    p.add_argument(
+        "--special-token", action="append", default=[], metavar="T",
+        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'",
+    )
+    p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_encode)
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    from cs336.tokenization.encode_file import encode_file, load_tokenizer
+
+    if args.workers is not None and args.workers < 1:
+        raise CS336Error(f"--workers must be at least 1, got {args.workers}")
+    tokenizer = load_tokenizer(args.tokenizer, vocab=args.vocab, merges=args.merges, special_tokens=args.special_token)
+    stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
+    print(stats)
+    return 0
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +150,7 @@ def _run_export(args: argparse.Namespace) -> int:
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
 _SUBCOMMANDS = [
     "_add_data",
+    "_add_encode",
     "_add_generate",
     "_add_export",
 ]

@@ -1,0 +1,272 @@
+"""Encode a whole text file into a `.npy` array of token ids: parallel, bounded memory.
+
+The file is cut into chunks at byte offsets where `Tokenizer.encode` itself would split (the start
+of a special token, or a newline followed by a printable ASCII character; see `safe_cuts`), so the
+chunks can be encoded independently and their ids concatenated: the result equals
+`tokenizer.encode(whole_text)`. Worker processes encode chunks; the parent writes each chunk's ids
+in order straight into the output file, whose `.npy` header is rewritten with the final length at
+the end. Memory is a few chunks, whatever the file size.
+
+>>> import tempfile, os, numpy as np
+>>> d = tempfile.mkdtemp(); src = os.path.join(d, "a.txt")
+>>> _ = open(src, "w").write("hi there<|eot|>hi")
+>>> tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|eot|>"])
+>>> stats = encode_file(tok, src, os.path.join(d, "a.npy"), workers=1, progress=False)
+>>> np.load(os.path.join(d, "a.npy")).tolist() == tok.encode("hi there<|eot|>hi"), stats.tokens
+(True, 11)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cs336.errors import CS336Error
+from cs336.tokenization.tokenizer import Tokenizer
+
+
+def smallest_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned integer type that holds ids `0 .. vocab_size - 1`.
+
+    >>> smallest_dtype(50_257), smallest_dtype(65_536), smallest_dtype(65_537)
+    (dtype('uint16'), dtype('uint16'), dtype('uint32'))
+    """
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def load_tokenizer(
+    tokenizer_dir: str | os.PathLike | None = None,
+    *,
+    vocab: str | os.PathLike | None = None,
+    merges: str | os.PathLike | None = None,
+    special_tokens: list[str] | None = None,
+) -> Tokenizer:
+    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files."""
+    if tokenizer_dir is not None:
+        d = Path(tokenizer_dir)
+        if not d.is_dir():
+            raise CS336Error(f"tokenizer directory not found: {d}")
+        vocab = vocab or d / "vocab.json"
+        merges = merges or d / "merges.txt"
+    if vocab is None or merges is None:
+        raise CS336Error("give a tokenizer directory, or both a vocab file and a merges file")
+    return Tokenizer.from_files(vocab, merges, special_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a file may be cut
+# ---------------------------------------------------------------------------------------------
+# A newline followed by a printable ASCII character: `Tokenizer` cuts text there too (see
+# `tokenizer._LINE_CUT`); staying in ASCII means the byte offset is also a character boundary.
+_NEWLINE_CUT = rb"\n(?=[\x21-\x7e])"
+
+
+def _cut_pattern(specials: list[bytes]) -> re.Pattern:
+    return re.compile(b"|".join([_NEWLINE_CUT, *(re.escape(s) for s in specials)]))
+
+
+def _special_near(data: bytes, c: int, specials: list[bytes]) -> bool:
+    """Does a special token occurrence contain offset `c` strictly inside, or start at `c + 1`?
+
+    (A newline cut before a special token would change the pre-tokens of the whitespace before
+    it: at the end of an ordinary piece a whitespace run is one pre-token.)
+    """
+    return any(data.find(s, max(c - len(s) + 1, 0), c + len(s) - 1) >= 0 or data.startswith(s, c + 1) for s in specials)
+
+
+def safe_cuts(data: bytes, special_tokens: list[str] | None = None, start: int = 0, end: int | None = None):
+    """Offsets in `data[start:end]` where encoding may restart: before a special token or before a
+    newline that a printable ASCII character follows, never inside a special token.
+
+    Encoding `text[:c]` and `text[c:]` separately gives the ids of `text`: a special token
+    starting at `c` that no other occurrence overlaps is matched there in the whole text, and a
+    newline cut is a pre-token boundary that `Tokenizer` itself uses.
+
+    >>> list(safe_cuts(b"ab\\ncd<|x|>e\\n f\\n<|x|>", ["<|x|>"]))
+    [2, 5, 15]
+    """
+    specials = [s.encode("utf-8") for s in special_tokens or []]
+    pattern = _cut_pattern(specials)
+    end = len(data) if end is None else end
+    for m in pattern.finditer(data, start):
+        c = m.start()
+        if c >= end:
+            return
+        if c > 0 and not _special_near(data, c, specials):
+            yield c
+
+
+def find_chunk_boundaries(path: str | os.PathLike, special_tokens: list[str] | None, chunk_bytes: int) -> list[int]:
+    """Byte offsets `[0, ..., size]` cutting the file into chunks of about `chunk_bytes`, each cut
+    the first `safe_cuts` offset at or after its target. A chunk grows when no cut is near."""
+    size = os.path.getsize(path)
+    specials = [s.encode("utf-8") for s in special_tokens or []]
+    margin = max((len(s) for s in specials), default=1) + 1  # context for the checks at a cut
+    block = max(1 << 16, chunk_bytes // 4)
+    bounds = [0]
+    with open(path, "rb") as f:
+        target = chunk_bytes
+        while target < size:
+            cut = None
+            lo = target
+            while cut is None and lo < size:
+                ctx = max(lo - margin, 0)
+                f.seek(ctx)
+                data = f.read(lo - ctx + block + margin)
+                cut = next(safe_cuts(data, special_tokens, lo - ctx, lo - ctx + block), None)
+                if cut is not None:
+                    cut += ctx
+                lo += block
+            if cut is None or cut >= size:
+                break
+            bounds.append(cut)
+            target = cut + chunk_bytes
+    bounds.append(size)
+    return bounds
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a .npy file whose length is known only at the end
+# ---------------------------------------------------------------------------------------------
+_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place once the length is known
+
+
+def _npy_header(dtype: np.dtype, length: int) -> bytes:
+    """A NumPy format 1.0 header for a 1-D array, padded to `_HEADER_BYTES`."""
+    desc = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': ({length},), }}"
+    magic = b"\x93NUMPY\x01\x00"
+    pad = _HEADER_BYTES - len(magic) - 2 - len(desc) - 1
+    return magic + (_HEADER_BYTES - len(magic) - 2).to_bytes(2, "little") + (desc + " " * pad + "\n").encode("latin1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EncodeStats:
+    """What `encode_file` did, for the throughput report."""
+
+    input_path: str
+    output_path: str
+    input_bytes: int
+    tokens: int
+    seconds: float
+    dtype: str
+    chunks: int
+    workers: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.input_bytes / 1e6 / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    def __str__(self) -> str:
+        return (
+            f"{self.tokens:,} tokens ({self.dtype}) from {self.input_bytes / 1e6:,.1f} MB in {self.seconds:.2f} s: "
+            f"{self.mb_per_s:.2f} MB/s, {self.tokens_per_s / 1e6:.2f} M tokens/s, "
+            f"{self.input_bytes / max(self.tokens, 1):.3f} bytes/token ({self.workers} workers, {self.chunks} chunks) "
+            f"-> {self.output_path}"
+        )
+
+
+_worker: dict = {}
+
+
+def _init_worker(tokenizer: Tokenizer, path: str, dtype: np.dtype) -> None:
+    _worker.update(tokenizer=tokenizer, path=path, dtype=dtype)
+
+
+def _encode_chunk(bounds: tuple[int, int]) -> np.ndarray:
+    start, end = bounds
+    with open(_worker["path"], "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CS336Error(f"{_worker['path']}: invalid UTF-8 at byte offset {start + e.start} ({e.reason})") from None
+    return np.array(_worker["tokenizer"].encode(text), dtype=_worker["dtype"])
+
+
+def encode_file(
+    tokenizer: Tokenizer,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    chunk_bytes: int | None = None,
+) -> EncodeStats:
+    """Encode `input_path` (UTF-8 text) to `output_path` (`.npy`, uint16 when the vocab fits).
+
+    `workers` processes (default: all cores) encode chunks of about `chunk_bytes` (default: enough
+    chunks to keep every worker busy, at most 16 MB each). The output is written to a temporary
+    file and renamed at the end, so a failure leaves no partial `.npy` behind.
+    """
+    t0 = time.perf_counter()
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise CS336Error(f"input file not found: {input_path}")
+    size = input_path.stat().st_size
+    if size == 0:
+        raise CS336Error(f"input file is empty: {input_path}")
+    workers = max(1, workers or os.cpu_count() or 1)
+    if chunk_bytes is None:
+        chunk_bytes = min(max(size // (4 * workers), 1 << 20), 16 << 20)
+    bounds = find_chunk_boundaries(input_path, tokenizer.special_tokens, chunk_bytes)
+    chunks = list(zip(bounds, bounds[1:]))
+    dtype = smallest_dtype(max(tokenizer.vocab) + 1)
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = output_path.with_name(output_path.name + ".partial")
+    tokens = 0
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"encode {input_path.name}", disable=not progress)
+    try:
+        with open(tmp_path, "wb") as out:
+            out.write(_npy_header(dtype, 0))
+            for (start, end), ids in zip(chunks, _map_in_order(tokenizer, str(input_path), dtype, chunks, workers)):
+                ids.tofile(out)
+                tokens += len(ids)
+                bar.update(end - start)
+            out.seek(0)
+            out.write(_npy_header(dtype, tokens))
+        os.replace(tmp_path, output_path)
+    finally:
+        bar.close()
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return EncodeStats(
+        str(input_path), str(output_path), size, tokens, time.perf_counter() - t0, dtype.name, len(chunks), workers
+    )
+
+
+def _map_in_order(tokenizer: Tokenizer, path: str, dtype: np.dtype, chunks: list[tuple[int, int]], workers: int):
+    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight."""
+    if workers == 1 or len(chunks) == 1:
+        _init_worker(tokenizer, path, dtype)
+        yield from map(_encode_chunk, chunks)
+        return
+    with ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype)) as pool:
+        pending: deque = deque()
+        todo = iter(chunks)
+        for c in todo:
+            pending.append(pool.submit(_encode_chunk, c))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            ids = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_encode_chunk, nxt))
+            yield ids
