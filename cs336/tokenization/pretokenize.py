@@ -6,9 +6,17 @@ BPE never merges across the pieces produced here, so both training (`bpe.py`) an
 
 from __future__ import annotations
 
+import heapq
+import multiprocessing
+import os
+import re
+from collections import Counter
 from collections.abc import Iterator
+from itertools import chain
 
 import regex
+
+from cs336.errors import CS336Error
 
 # The GPT-2 pre-tokenizer pattern: contractions, letters, numbers, other symbols (each optionally
 # led by one space), then whitespace runs that leave the last space to the next word.
@@ -52,3 +60,282 @@ def pretokenize(text: str) -> list[str]:
     ['Hello', ',', ' world', '!', ' ', ' ok']
     """
     return GPT2_REGEX.findall(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting pre-tokens of a file: chunks that split exactly, processed in parallel
+# ---------------------------------------------------------------------------------------------
+#
+# Training only needs how often each pre-token occurs. A big file is cut into chunks that are
+# counted independently (in worker processes) and the counts are added up. A cut is only allowed
+# where it provably changes nothing, i.e. where pre-tokenizing the two halves gives exactly the
+# pre-tokens of the whole. Two kinds of position are safe (see `is_safe_split`):
+#
+# 1. The start of a special-token occurrence that no other occurrence overlaps: the text is split
+#    there anyway.
+# 2. Between a non-whitespace and a whitespace character, `...x| y...`, when no special token
+#    overlaps the cut. The GPT-2 pattern never lets a match run from non-whitespace into
+#    whitespace (letters, numbers and symbols runs stop at whitespace; whitespace runs contain
+#    only whitespace), the pattern has no look-behind, and every alternative that reaches the cut
+#    stops there both in the whole text (it sees whitespace) and in the left half (it sees the
+#    end). So a match boundary sits at the cut in both cases and every match is the same.
+#    A cut at *any* whitespace would not be safe: "a\n\nb" gives ['a', '\n', '\n', 'b'] but
+#    "a\n\n" + "b" gives ['a', '\n\n', 'b'] (the lone `\s+(?!\S)` sees the end of the text).
+#
+# Chunks are therefore found near evenly spaced offsets with only a small window read around
+# each, and every worker reads just its own byte range, so memory is bounded by the chunk size
+# and the number of distinct pre-tokens, never by the file size.
+
+_WHITESPACE_AFTER_NON_WHITESPACE = regex.compile(r"(?<=\S)(?=\s)")
+
+
+def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ...] | None = None) -> bool:
+    """Whether cutting `text` at `pos` leaves its pre-tokens unchanged (see the comment above).
+
+    >>> is_safe_split("a b", 1), is_safe_split("a\\n\\nb", 3), is_safe_split("x<|e|>y", 1, ["<|e|>"])
+    (True, False, True)
+    """
+    if pos <= 0 or pos >= len(text):
+        return True
+    for tok in special_tokens or ():
+        # No occurrence may straddle the cut.
+        start = text.find(tok, max(0, pos - len(tok) + 1))
+        while start != -1 and start < pos:
+            if start + len(tok) > pos:
+                return False
+            start = text.find(tok, start + 1)
+    if any(text.startswith(tok, pos) for tok in special_tokens or ()):
+        return True
+    return _WHITESPACE_AFTER_NON_WHITESPACE.match(text, pos) is not None
+
+
+def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Iterator[int]:
+    """Positions in `text` worth testing with `is_safe_split`, in increasing order (lazily)."""
+
+    def occurrences(tok: str) -> Iterator[int]:
+        start = text.find(tok)
+        while start != -1:
+            yield start
+            start = text.find(tok, start + 1)
+
+    streams = [(m.start() for m in _WHITESPACE_AFTER_NON_WHITESPACE.finditer(text))]
+    streams += [occurrences(tok) for tok in special_tokens or ()]
+    return heapq.merge(*streams)
+
+
+def find_safe_split(path: str | os.PathLike, offset: int, special_tokens: list[str] | tuple[str, ...] | None,
+                    window: int = 1 << 12) -> int:
+    """The first byte offset >= `offset` in the UTF-8 file `path` where a cut is safe (or the size).
+
+    Reads only a window around `offset` (doubling it while nothing is found).
+    """
+    size = os.path.getsize(path)
+    if offset <= 0 or offset >= size:
+        return min(max(offset, 0), size)
+    longest = max((len(t.encode("utf-8")) for t in special_tokens or ()), default=1)
+    with open(path, "rb") as f:
+        while True:
+            lo = max(0, offset - longest - 4)
+            f.seek(lo)
+            data = f.read(offset + window - lo)
+            # Start on a character boundary: skip UTF-8 continuation bytes.
+            skip = 0
+            while skip < min(3, len(data)) and 0x80 <= data[skip] < 0xC0:
+                skip += 1
+            lo += skip
+            # surrogateescape keeps one character per undecodable byte, so offsets stay exact.
+            text = data[skip:].decode("utf-8", errors="surrogateescape")
+            at_eof = lo + len(data) - skip >= size
+            # Near the window's end an occurrence of a special token may be cut off; don't decide there.
+            limit = len(text) if at_eof else len(text) - longest
+            byte_pos = lo
+            char_pos = 0
+            for cand in _safe_split_candidates(text, special_tokens):
+                if cand >= limit:
+                    break
+                byte_pos += len(text[char_pos:cand].encode("utf-8", errors="surrogateescape"))
+                char_pos = cand
+                if byte_pos >= offset and is_safe_split(text, cand, special_tokens):
+                    return byte_pos
+            if at_eof:
+                return size
+            window *= 2
+
+
+def chunk_boundaries(path: str | os.PathLike, chunk_bytes: int,
+                     special_tokens: list[str] | tuple[str, ...] | None) -> list[int]:
+    """Safe cut offsets `[0, ..., size]` splitting the file into chunks of about `chunk_bytes`."""
+    size = os.path.getsize(path)
+    bounds = [0]
+    target = chunk_bytes
+    while target < size:
+        cut = find_safe_split(path, max(target, bounds[-1] + 1), special_tokens)
+        if cut >= size:
+            break
+        bounds.append(cut)
+        target = cut + chunk_bytes
+    bounds.append(size)
+    return bounds
+
+
+def count_pretokens(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Counter[str]:
+    """How often each pre-token occurs in `text`; special tokens only separate, and are not counted.
+
+    The plain reference: split, pre-tokenize everything, count. `count_pretokens_fast` gives the
+    same counts faster.
+
+    >>> count_pretokens("a cat<|e|>a cat", ["<|e|>"])
+    Counter({'a': 2, ' cat': 2})
+    """
+    pattern = special_token_regex(special_tokens)
+    pieces = pattern.split(text) if pattern is not None else [text]
+    return Counter(chain.from_iterable(map(GPT2_REGEX.findall, pieces)))
+
+
+# The characters the `regex` package's `\s` matches (Unicode White_Space); a test checks this
+# list against `regex` over every code point. The standard `re` module's `\s` differs (it also
+# matches U+001C..U+001F), so the class is spelled out for it.
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Cuts the text at every safe whitespace position: each piece is whitespace then non-whitespace
+# ("\n\nThe", " cat."), or trailing whitespace. The stdlib `re` engine does this simple scan
+# faster than `regex`.
+_SAFE_PIECE = re.compile(f"[{_WHITESPACE}]*[^{_WHITESPACE}]+|[{_WHITESPACE}]+")
+
+
+def count_pretokens_fast(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Counter[str]:
+    """The same counts as `count_pretokens`, pre-tokenizing each distinct piece only once.
+
+    Natural text repeats the same few thousand words; cutting it at every safe whitespace
+    position (exact, see `is_safe_split`) gives pieces like " cat." that are counted first; the
+    GPT-2 pattern then runs once per distinct piece, not once per occurrence.
+
+    >>> count_pretokens_fast("a cat. a cat.", None) == count_pretokens("a cat. a cat.", None)
+    True
+    """
+    pattern = special_token_regex(special_tokens)
+    documents = pattern.split(text) if pattern is not None else [text]
+    pieces = Counter(chain.from_iterable(map(_SAFE_PIECE.findall, documents)))
+    counts: Counter[str] = Counter()
+    for piece, n in pieces.items():
+        for pretoken in GPT2_REGEX.findall(piece):
+            counts[pretoken] += n
+    return counts
+
+
+def _decode(data: bytes, path: str, offset: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CS336Error(f"{path}: invalid UTF-8 at byte offset {offset + e.start}") from None
+
+
+def _rss_kib(field: str) -> int:
+    """`VmRSS` or `VmHWM` (peak) of this process in KiB, from /proc (0 where unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's peak-RSS counter (Linux); elsewhere the lifetime peak is reported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since `reset_peak_rss` (or since start)."""
+    kib = _rss_kib("VmHWM")
+    if kib == 0:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+_WORKER_START_RSS = 0
+
+
+def _worker_init() -> None:
+    global _WORKER_START_RSS
+    reset_peak_rss()
+    _WORKER_START_RSS = _rss_kib("VmRSS") * 1024
+
+
+def _count_chunk(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[Counter[str], int, int, int]:
+    """Worker: count the pre-tokens of bytes [start, end) of the file.
+
+    Returns the counts, the number of bytes read, this process's id and its memory growth so far
+    (peak RSS minus the RSS at start, which is shared with the main process).
+    """
+    path, start, end, special_tokens = task
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = _decode(f.read(end - start), path, start)
+    counts = count_pretokens_fast(text, special_tokens)
+    return counts, end - start, os.getpid(), max(0, peak_rss_bytes() - _WORKER_START_RSS)
+
+
+def count_pretokens_in_file(
+    path: str | os.PathLike,
+    special_tokens: list[str] | tuple[str, ...] | None,
+    num_workers: int | None = None,
+    chunk_bytes: int = 1 << 20,
+    progress: bool = False,
+    info: dict | None = None,
+) -> dict[bytes, int]:
+    """`{pre-token bytes: count}` over a whole UTF-8 file, counted chunk by chunk in parallel.
+
+    `num_workers=1` counts in this process; `None` uses every CPU. The result equals
+    `count_pretokens(whole text)` exactly (tested), whatever the chunking. `info`, if given, is
+    filled with `chunks`, `num_workers` and `worker_memory_bytes` (the sum of the workers' memory
+    growth above what they share with the main process).
+    """
+    path = os.fspath(path)
+    special_tokens = tuple(special_tokens or ())
+    bounds = chunk_boundaries(path, chunk_bytes, special_tokens)
+    tasks = [(path, a, b, special_tokens) for a, b in zip(bounds, bounds[1:])]
+    if num_workers is None:
+        num_workers = os.cpu_count() or 1
+    num_workers = max(1, min(num_workers, len(tasks)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=bounds[-1], unit="B", unit_scale=True, desc="pre-tokenize")
+    total: Counter[str] = Counter()
+    worker_memory: dict[int, int] = {}
+    if num_workers == 1:
+        results = map(_count_chunk, tasks)
+        pool = None
+    else:
+        # fork (where available) gives the workers the already imported package for free.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        pool = ctx.Pool(num_workers, initializer=_worker_init)
+        results = pool.imap_unordered(_count_chunk, tasks)
+    try:
+        for counts, nbytes, pid, grown in results:
+            total.update(counts)
+            if pool is not None:
+                worker_memory[pid] = max(worker_memory.get(pid, 0), grown)
+            if bar is not None:
+                bar.update(nbytes)
+        if pool is not None:
+            pool.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    if bar is not None:
+        bar.close()
+    if info is not None:
+        info.update(chunks=len(tasks), num_workers=num_workers, worker_memory_bytes=sum(worker_memory.values()))
+    return {s.encode("utf-8"): c for s, c in total.items()}
