@@ -62,7 +62,7 @@ def test_cache_past_the_context_length_is_refused():
     model = tiny_lm()
     cache = KVCache(len(model.layers))
     model(torch.zeros(1, CONTEXT, dtype=torch.long), kv_cache=cache)
-    with pytest.raises(ValueError, match="context_length"):
+    with pytest.raises(CS336Error, match="context_length"):
         model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
 
 

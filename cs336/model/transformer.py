@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336.errors import CS336Error
 from cs336.model.kv_cache import KVCache, LayerKVCache
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
 
@@ -29,7 +30,7 @@ FFN = Literal["swiglu", "silu"]
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+        raise CS336Error(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 class TransformerBlock(nn.Module):
@@ -113,7 +114,7 @@ class TransformerLM(nn.Module):
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
         self.tie_embeddings, self.fused = tie_embeddings, fused
-        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype)
+        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
@@ -138,7 +139,7 @@ class TransformerLM(nn.Module):
         cached ones; they are appended to the cache, and positions count on from its length."""
         seq = token_ids.shape[-1] + (0 if kv_cache is None else len(kv_cache))
         if seq > self.context_length:
-            raise ValueError(f"sequence length {seq} exceeds context_length {self.context_length}")
+            raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
         x = self.token_embeddings(token_ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
