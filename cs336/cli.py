@@ -77,6 +77,36 @@ def _run_encode(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a Transformer LM from a TOML config",
+        description="Train a Transformer LM; resumes from the newest checkpoint in the run directory. "
+        "Under `torchrun --nproc_per_node N -m cs336 train ...` it trains data-parallel.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="TOML config (e.g. configs/tinystories.toml) or a run's config.json")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-3 (repeatable)")
+    p.add_argument("--run-dir", metavar="DIR", help="where the run's logs and checkpoints go (default: runs/<name>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from cs336.training.config import load_config
+    from cs336.training.trainer import train
+
+    import json
+    import os
+
+    overrides = list(args.overrides) + ([f"run_dir={json.dumps(args.run_dir)}"] if args.run_dir else [])
+    summary = train(load_config(args.config, overrides), progress=not args.no_progress)
+    if summary["status"] != "finished":
+        raise CS336Error(summary["message"] or f"run ended with status {summary['status']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        val = f", val_loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
+        print(f"finished step {summary['step']} ({summary['tokens']:,} tokens, {summary['wall_s']:.1f} s){val}; run dir: {summary['run_dir']}")
+    return 0
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +181,7 @@ def _run_export(args: argparse.Namespace) -> int:
 _SUBCOMMANDS = [
     "_add_data",
     "_add_encode",
+    "_add_train",
     "_add_generate",
     "_add_export",
 ]

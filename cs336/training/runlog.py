@@ -1,0 +1,92 @@
+"""A run's metrics log: `log.jsonl`, one JSON object per line, flushed as it is written.
+
+Two kinds of record share the file (told apart by their keys):
+
+    {"step": 100, "tokens": 819200, "wall_s": 12.3, "lr": 0.001, "train_loss": 3.21,
+     "grad_norm": 0.84, "tokens_per_s": 66500.0}
+    {"step": 100, "tokens": 819200, "wall_s": 12.9, "val_loss": 3.30, "val_ppl": 27.1}
+
+`step` counts finished optimizer steps, `tokens` the training tokens they consumed, `wall_s` the
+run's wall-clock seconds (summed over resumptions). A run killed at any moment leaves at most a
+torn last line; `read_log` skips it and resuming cuts the log back to the checkpoint's step.
+
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "log.jsonl"
+>>> with RunLog(p) as log:
+...     log.write({"step": 1, "train_loss": 2.5})
+>>> read_log(p)
+[{'step': 1, 'train_loss': 2.5}]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete records of a log (a torn last line from a killed run is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records
+
+
+def truncate_log(path: str | os.PathLike, last_step: int) -> None:
+    """Keep only the records with `step <= last_step` (atomically), e.g. when resuming."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = [r for r in read_log(path) if r.get("step", 0) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+class RunLog:
+    """Append-only writer of `log.jsonl` (and, optionally, Weights & Biases)."""
+
+    def __init__(self, path: str | os.PathLike, wandb_run: Any = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._wandb = wandb_run
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        self._f.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
+
+    def close(self) -> None:
+        self._f.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,508 @@
+"""The training loop: a config in, a run directory out.
+
+    runs/<name>/
+      config.json, config.toml   the resolved config of the run
+      log.jsonl                  training and validation records (see `cs336.training.runlog`)
+      summary.json               how the run ended: status, final step, losses, wall time
+      checkpoints/step_0001000.pt  model + optimizer + everything resuming needs (newest N kept)
+
+`train(config)` resumes from the newest readable checkpoint in the run directory, so a run killed at
+any moment (even by SIGKILL) continues where its last checkpoint left off, with the same batches
+and, on the CPU, bit-identical losses. Each step:
+
+    global batch (batch_size windows, one seeded stream) → this rank's rows → micro-batches
+    → forward (optionally bf16 autocast) → cross-entropy → backward (DDP averages gradients)
+    → clip → non-finite check → AdamW step at the scheduled learning rate
+
+The update that completes step s (1-based) uses `get_lr_cosine_schedule(s, ...)`, so the last step
+of a run of `total` steps uses the minimum learning rate when `cosine_iters` is the run length. In
+wall-clock mode (`max_minutes`) the warm-up counts steps and the cosine runs on the clock, reaching
+`min_lr` exactly at the budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cs336.errors import CS336Error
+from cs336.model import TransformerLM
+from cs336.training import distributed
+from cs336.training.checkpoint import read_checkpoint, save_checkpoint
+from cs336.training.config import ModelConfig, TrainConfig, resolve_path
+from cs336.training.data import get_batch, load_tokens
+from cs336.training.loss import cross_entropy
+from cs336.training.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
+from cs336.training.runlog import RunLog, read_log, truncate_log
+
+CHECKPOINT_RE = re.compile(r"^step_(\d{7,})\.pt$")
+_EVAL_STREAM = 0x5EED_E7A1  # the validation batches' seed stream, apart from training's
+_COSINE_CLOCK_TICKS = 1_000_000  # wall-clock mode: the cosine's resolution
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """"auto" → cuda, else mps, else cpu; an unavailable device is a CS336Error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CS336Error(f"device={name!r} but CUDA is not available (use device=\"auto\" or \"cpu\")")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CS336Error(f"device={name!r} but MPS is not available (use device=\"auto\" or \"cpu\")")
+    return device
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> TransformerLM:
+    """The `TransformerLM` a `ModelConfig` describes."""
+    return TransformerLM(
+        cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
+        device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
+        tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
+    )
+
+
+def open_tokens(path: str, cfg: TrainConfig, split: str) -> np.ndarray:
+    """Memory-map a token file and check, before any training, that every id fits the vocabulary."""
+    if not path:
+        raise CS336Error(f"data.{split} is not set: give the path of a token file (.npy from `cs336 encode`)")
+    p = resolve_path(path)
+    data = load_tokens(p, cfg.data.dtype)
+    if len(data) <= cfg.model.context_length:
+        raise CS336Error(f"{p} has {len(data)} tokens; it needs more than context_length={cfg.model.context_length}")
+    chunk = 1 << 24  # 16M ids (32-64 MB) at a time keeps memory flat on multi-GB files
+    top = max(int(data[i : i + chunk].max()) for i in range(0, len(data), chunk))
+    if top >= cfg.model.vocab_size:
+        raise CS336Error(f"{p} holds token id {top}, but model.vocab_size={cfg.model.vocab_size}; was it encoded with another tokenizer?")
+    return data
+
+
+def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def write_checkpoint_atomic(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`.
+
+    A crash or a full disk leaves either the old file set or the new one, never a torn checkpoint.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            save_checkpoint(model, optimizer, step, f, extra=extra)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch wraps write errors in RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise CS336Error(f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact") from e
+
+
+def load_run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[TransformerLM, TrainConfig]:
+    """The model of a run directory at its newest (or the given) checkpoint, and the run's config.
+
+    >>> model, cfg = load_run_model("runs/demo/run")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    if checkpoint is None:
+        paths = checkpoint_paths(run_dir)
+        if not paths:
+            raise CS336Error(f"no checkpoints in {run_dir / 'checkpoints'}")
+        checkpoint = paths[-1]
+    payload = read_checkpoint(checkpoint)
+    cfg_dict = payload["extra"].get("config")
+    if cfg_dict is None:
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.exists():
+            raise CS336Error(f"{checkpoint} carries no config and {cfg_path} is missing")
+        cfg_dict = json.loads(cfg_path.read_text())
+    cfg = TrainConfig.from_dict(cfg_dict)
+    model = build_model(cfg.model, device)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    return model, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    """Everything besides model and optimizer that resuming exactly needs."""
+
+    step: int
+    wall_s: float
+    nan_skips: int
+    rng: np.random.Generator  # the training batches' stream
+    warmup_end_s: float | None  # wall-clock mode: when the warm-up ended
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bfloat16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dist = distributed.init(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.progress = progress and self.dist.is_main
+        self.run_dir = cfg.resolved_run_dir()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.total = cfg.total_steps
+        self.budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
+
+        per_rank, rem = divmod(cfg.batch_size, self.dist.world_size * cfg.grad_accum_steps)
+        if rem or per_rank == 0:
+            raise CS336Error(
+                f"batch_size={cfg.batch_size} must be a multiple of world_size × grad_accum_steps = "
+                f"{self.dist.world_size} × {cfg.grad_accum_steps}"
+            )
+        self.micro = per_rank  # sequences per forward pass
+        self.rows = slice(self.dist.rank * per_rank * cfg.grad_accum_steps, (self.dist.rank + 1) * per_rank * cfg.grad_accum_steps)
+
+        if self.device.type == "cuda" and cfg.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.train_data = open_tokens(cfg.data.train, cfg, "train")
+        self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and cfg.eval_batches > 0 else None
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.device)
+        o = cfg.optim
+        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.ddp = None
+        forward: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = torch.compile(forward) if cfg.compile else forward
+
+        self.state = _State(0, 0.0, 0, np.random.default_rng(cfg.seed), None)
+        self.resumed_from: Path | None = None
+        self._resume()
+
+    # --- resume -------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        for path in reversed(checkpoint_paths(self.run_dir)):
+            try:
+                payload = read_checkpoint(path)
+            except CS336Error as e:  # an unreadable file (e.g. copied half-way): fall back to the previous
+                if self.dist.is_main:
+                    print(f"warning: skipping {e}", file=sys.stderr)
+                continue
+            extra = payload["extra"]
+            saved = TrainConfig.from_dict(extra["config"])
+            for key in ("model", "batch_size", "seed"):
+                if getattr(saved, key) != getattr(self.cfg, key):
+                    raise CS336Error(
+                        f"{self.run_dir} holds a run with a different {key} ({getattr(saved, key)}); "
+                        f"resume it with the same {key} or choose a new run_dir"
+                    )
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.state.step = payload["iteration"]
+            self.state.wall_s = float(extra["wall_s"])
+            self.state.nan_skips = int(extra["nan_skips"])
+            self.state.warmup_end_s = extra["warmup_end_s"]
+            self.state.rng.bit_generator.state = extra["rng"]
+            torch.set_rng_state(extra["torch_rng"])
+            self.resumed_from = path
+            return
+
+    def _checkpoint(self) -> Path | None:
+        """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed."""
+        path = self.ckpt_dir / f"step_{self.state.step:07d}.pt"
+        error = None
+        if self.dist.is_main:
+            extra = {
+                "config": self.cfg.to_dict(),
+                "wall_s": self.state.wall_s,
+                "nan_skips": self.state.nan_skips,
+                "warmup_end_s": self.state.warmup_end_s,
+                "rng": self.state.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "world_size": self.dist.world_size,
+            }
+            try:
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                write_checkpoint_atomic(path, self.model, self.optimizer, self.state.step, extra)
+                for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
+                    old.unlink(missing_ok=True)
+            except CS336Error as e:
+                error = str(e)
+            except OSError as e:
+                error = f"cannot write checkpoint {path}: {e.strerror}; earlier checkpoints are intact"
+        error = distributed.broadcast_object(error, self.dist)
+        if error:
+            raise CS336Error(error)
+        return path
+
+    # --- schedule -----------------------------------------------------------------------------
+    def lr_at(self, step: int, wall_s: float) -> float:
+        """Learning rate of the update that completes `step` (1-based)."""
+        o = self.cfg.optim
+        if self.total is not None:
+            return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.cosine_iters or self.total)
+        if step < o.warmup_iters:
+            return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + 1)
+        if self.state.warmup_end_s is None:
+            self.state.warmup_end_s = wall_s
+        t0 = self.state.warmup_end_s
+        frac = min(1.0, (wall_s - t0) / max(self.budget_s - t0, 1e-9))
+        ticks = _COSINE_CLOCK_TICKS
+        return get_lr_cosine_schedule(o.warmup_iters + round(frac * ticks), o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + ticks)
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the same `eval_batches` × `batch_size` validation windows every time."""
+        cfg, L = self.cfg, self.cfg.model.context_length
+        rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for _ in range(cfg.eval_batches):
+            x, y = get_batch(self.valid_data, cfg.batch_size, L, "cpu", generator=rng)
+            x, y = x[self.rows], y[self.rows]
+            for k in range(0, len(x), self.micro):
+                xb, yb = _to(x[k : k + self.micro], self.device), _to(y[k : k + self.micro], self.device)
+                with _autocast(self.device, cfg.dtype):
+                    total += cross_entropy(self.forward(xb), yb).double() * len(xb)
+        self.model.train()
+        total = distributed.mean_across_ranks(total, self.dist) * self.dist.world_size
+        return float(total) / (cfg.eval_batches * cfg.batch_size)
+
+    # --- one optimizer step -------------------------------------------------------------------
+    def train_step(self, lr: float) -> tuple[float, float]:
+        """Forward/backward over this rank's micro-batches, clip, step. Returns (loss, grad_norm);
+        with a non-finite value the update is not applied."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(self.train_data, cfg.batch_size, cfg.model.context_length, "cpu", generator=self.state.rng)
+        x, y = x[self.rows], y[self.rows]
+        loss_sum = torch.zeros((), device=self.device)
+        for k in range(cfg.grad_accum_steps):
+            mb = slice(k * self.micro, (k + 1) * self.micro)
+            xb, yb = _to(x[mb], self.device), _to(y[mb], self.device)
+            last = k == cfg.grad_accum_steps - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with _autocast(self.device, cfg.dtype):
+                    loss = cross_entropy(self.forward(xb), yb)
+                (loss / cfg.grad_accum_steps).backward()
+            loss_sum += loss.detach()
+        loss_mean = distributed.mean_across_ranks(loss_sum / cfg.grad_accum_steps, self.dist)
+        clip = cfg.optim.grad_clip or math.inf
+        grad_norm = gradient_clipping(self.model.parameters(), clip)
+        loss_v, norm_v = float(loss_mean), float(grad_norm)
+        if math.isfinite(loss_v) and math.isfinite(norm_v):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_v, norm_v
+
+    # --- the run ------------------------------------------------------------------------------
+    def _prepare_run_dir(self) -> None:
+        if not self.dist.is_main:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            (self.run_dir / "config.toml").write_text(self.cfg.to_toml())
+            for stale in self.ckpt_dir.glob(".step_*.tmp") if self.ckpt_dir.is_dir() else []:
+                stale.unlink()  # left by a run killed while writing a checkpoint
+            # Records past the checkpoint belong to steps that are about to be redone.
+            truncate_log(self.run_dir / "log.jsonl", self.state.step)
+        except OSError as e:
+            raise CS336Error(f"cannot write to run directory {self.run_dir}: {e.strerror}") from e
+
+    def _open_log(self) -> RunLog | None:
+        if not self.dist.is_main:
+            return None
+        wandb_run = None
+        if self.cfg.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
+            wandb_run = wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
+        return RunLog(self.run_dir / "log.jsonl", wandb_run)
+
+    def _summary(self, status: str, last_train: float | None, last_val: float | None, message: str = "") -> dict[str, Any]:
+        s = self.state
+        summary = {
+            "status": status,
+            "step": s.step,
+            "tokens": s.step * self.cfg.tokens_per_step,
+            "train_loss": last_train,
+            "val_loss": last_val,
+            "val_ppl": math.exp(last_val) if last_val is not None and last_val < 700 else None,
+            "wall_s": round(s.wall_s, 3),
+            "nan_skips": s.nan_skips,
+            "parameters": self.model.num_parameters(),
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "run_dir": str(self.run_dir),
+            "message": message,
+        }
+        if self.dist.is_main:
+            tmp = self.run_dir / ".summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            os.replace(tmp, self.run_dir / "summary.json")
+        return summary
+
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        cfg, s = self.cfg, self.state
+        self._prepare_run_dir()
+        distributed.barrier(self.dist)
+        past = read_log(self.run_dir / "log.jsonl") if self.dist.is_main else []
+        evals = [r for r in past if "val_loss" in r]
+        trains = [r for r in past if "train_loss" in r]
+        last_val = evals[-1]["val_loss"] if evals else None
+        last_eval_step = evals[-1]["step"] if evals else None
+        last_train = trains[-1]["train_loss"] if trains else None
+        last_eval_step, last_val = distributed.broadcast_object((last_eval_step, last_val), self.dist)
+
+        log = self._open_log()
+        bar = tqdm(
+            total=self.total if self.total is not None else round(self.budget_s),
+            initial=s.step if self.total is not None else min(round(s.wall_s), round(self.budget_s)),
+            unit="step" if self.total is not None else "s", desc=cfg.name, disable=not self.progress,
+            dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
+        )
+
+        def emit(record: dict[str, Any]) -> None:
+            if log is not None:
+                log.write(record)
+
+        def run_eval() -> None:
+            nonlocal last_val, last_eval_step
+            if self.valid_data is None:
+                return
+            last_val, last_eval_step = self.evaluate(), s.step
+            emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 3),
+                  "val_loss": last_val, "val_ppl": math.exp(min(last_val, 700.0))})
+            if self.progress:
+                bar.write(f"step {s.step}: val_loss {last_val:.4f}")
+
+        status, message = "finished", ""
+        t_origin = time.perf_counter() - s.wall_s  # wall_s continues across resumptions
+        window_tokens, window_time = 0, 0.0
+        try:
+            if s.step == 0 and last_eval_step is None:
+                run_eval()
+            while True:
+                s.wall_s = time.perf_counter() - t_origin
+                if self.total is not None and s.step >= self.total:
+                    break
+                if self.budget_s is not None and s.wall_s >= self.budget_s:
+                    break
+                t0 = time.perf_counter()
+                lr = self.lr_at(s.step + 1, s.wall_s)
+                loss, grad_norm = self.train_step(lr)
+                s.step += 1
+                window_time += time.perf_counter() - t0
+                window_tokens += cfg.tokens_per_step
+                s.wall_s = time.perf_counter() - t_origin
+
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    s.nan_skips += 1
+                    what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} ({loss if not math.isfinite(loss) else grad_norm}) at step {s.step}"
+                    if cfg.nan_policy == "stop" or s.nan_skips > cfg.max_nan_skips:
+                        good = checkpoint_paths(self.run_dir)
+                        status = "diverged"
+                        message = (f"{what}: run stopped (nan_policy={cfg.nan_policy!r}, {s.nan_skips} skipped); "
+                                   f"last good checkpoint: {good[-1] if good else 'none'}; try a lower optim.lr")
+                        if self.progress:
+                            bar.write(message)
+                        break
+                    if self.progress:
+                        bar.write(f"{what}: update skipped ({s.nan_skips}/{cfg.max_nan_skips})")
+
+                last_train = loss
+                done = (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
+                if s.step % cfg.log_interval == 0 or s.step == 1 or done:
+                    tps = window_tokens / max(window_time, 1e-9)
+                    emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 3), "lr": lr,
+                          "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)})
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", refresh=False)
+                    window_tokens, window_time = 0, 0.0
+                if cfg.eval_interval and s.step % cfg.eval_interval == 0 and not done:
+                    run_eval()
+                if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not done:
+                    self._checkpoint()
+                if self.total is not None:
+                    bar.update(1)
+                else:
+                    bar.update(min(round(s.wall_s), round(self.budget_s)) - bar.n)
+
+            if status == "finished":
+                if last_eval_step != s.step:
+                    run_eval()
+                if not checkpoint_paths(self.run_dir) or checkpoint_paths(self.run_dir)[-1].name != f"step_{s.step:07d}.pt":
+                    self._checkpoint()
+                s.wall_s = time.perf_counter() - t_origin
+        except KeyboardInterrupt:
+            if self.dist.is_main:
+                self._summary("interrupted", last_train, last_val, f"interrupted at step {s.step}; rerun to resume from the last checkpoint")
+            raise
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        return self._summary(status, last_train, last_val, message)
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run `config` describes; return its summary (also in summary.json).
+
+    The summary's `status` is "finished" or "diverged" (a non-finite loss; the message says where
+    and the last good checkpoint is intact). Under `torchrun` every rank calls this; rank 0 writes
+    the files.
+    """
+    config.validate()
+    trainer = None
+    try:
+        trainer = _Trainer(config, progress)
+        return trainer.run()
+    finally:
+        if trainer is not None and trainer.dist.enabled:
+            distributed.shutdown()
