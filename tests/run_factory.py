@@ -35,7 +35,7 @@ def make_run(root: Path, data_dir: Path, *, num_merges: int = 200, steps=(10, 20
     config.update(model_kwargs)
     root.mkdir(parents=True, exist_ok=True)
     (root / "checkpoints").mkdir()
-    (root / "config.json").write_text(json.dumps({"model": config, "train": {"lr": 1e-3}}))
+    (root / "config.json").write_text(json.dumps({"name": root.name, "max_steps": max(steps), "model": config}))
     save_vocab_merges(vocab, merges, root / "vocab.json", root / "merges.txt")
     torch.manual_seed(seed)
     for step in steps:
