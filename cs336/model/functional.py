@@ -51,6 +51,12 @@ def scaled_dot_product_attention(
     return einsum(weights, V, "... q k, ... k d -> ... q d")
 
 
-def causal_mask(seq_len: int, device: torch.device | None = None) -> Bool[Tensor, "q k"]:
-    """`True` on and below the diagonal: position i sees positions 0..i."""
-    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+def causal_mask(seq_len: int, device: torch.device | None = None, *, past: int = 0) -> Bool[Tensor, "q past+q"]:
+    """`True` on and below the diagonal: position i sees positions 0..i. With `past` earlier
+    (cached) keys in front, query i sits at position past + i.
+
+    >>> causal_mask(2, past=1).int()
+    tensor([[1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    """
+    return torch.ones(seq_len, past + seq_len, dtype=torch.bool, device=device).tril(diagonal=past)
