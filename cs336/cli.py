@@ -142,11 +142,59 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # generate
 # ---------------------------------------------------------------------------------------------
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a training run directory (config.json, checkpoints/, tokenizer)")
+    src.add_argument("--checkpoint", metavar="FILE", help="one checkpoint file (then give --tokenizer)")
+    p.add_argument("--tokenizer", metavar="DIR", help="directory with vocab.json and merges.txt (default: the run's)")
+    p.add_argument("--config", metavar="FILE", help="config with the model section (default: the run's or the checkpoint's)")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample text from a trained model")
+    _add_model_source(p)
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass to keep (default: 1.0 = all)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
+    p.add_argument("--no-eos-stop", action="store_true", help="keep going past <|endoftext|>")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from cs336.generation import generate_from_run
+
+    text = generate_from_run(
+        args.run, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config, prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        seed=args.seed, stop_at_eos=not args.no_eos_stop, device=args.device,
+    )
+    print(args.prompt + text)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model in another format (Hugging Face Llama)")
+    _add_model_source(p)
+    p.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "OUT"), help="`hf OUT`: a Hugging Face directory")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from cs336.export import export_hf
+
+    fmt, out = args.to
+    if fmt != "hf":
+        raise CS336Error(f"unknown export format {fmt!r}; known: hf")
+    path = export_hf(args.run, out, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config)
+    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +234,8 @@ _SUBCOMMANDS = [
     "_add_train_bpe",
     "_add_encode",
     "_add_train",
+    "_add_generate",
+    "_add_export",
     "_add_sweep",
 ]
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.tokenization.files import token_to_string
 
 RMS_NORM_EPS = 1e-5  # RMSNorm's default in cs336.model.layers
 
@@ -115,21 +116,8 @@ def llama_state_dict(model: TransformerLM) -> dict[str, Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (used by vocab.json, merges.txt
-    and `tokenizers`' ByteLevel): printable Latin-1 bytes map to themselves, the rest to 256+."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    return {b: chr(b) if b in keep else chr(next(extra)) for b in range(256)}
-
-
 def tokenizer_json(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens=()) -> dict:
     """A `tokenizers` Tokenizer (as JSON) that encodes exactly like our byte-level BPE."""
-    alphabet = bytes_to_unicode()
-
-    def printable(token: bytes) -> str:
-        return "".join(alphabet[b] for b in token)
-
     ids = {token: i for i, token in vocab.items()}
     added = []
     for special in special_tokens:
@@ -159,8 +147,8 @@ def tokenizer_json(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], s
             "fuse_unk": False,
             "byte_fallback": False,
             "ignore_merges": False,  # apply merges in order, as our Tokenizer does
-            "vocab": {printable(token): i for i, token in sorted(vocab.items())},
-            "merges": [[printable(a), printable(b)] for a, b in merges],
+            "vocab": {token_to_string(token): i for i, token in sorted(vocab.items())},
+            "merges": [[token_to_string(a), token_to_string(b)] for a, b in merges],
         },
     }
 

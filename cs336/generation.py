@@ -225,3 +225,13 @@ def tokenizer_eos_id(tokenizer) -> int | None:
     """The id of `<|endoftext|>` when the tokenizer treats it as one special token, else None."""
     ids = tokenizer.encode(EOS_TOKEN)
     return ids[0] if len(ids) == 1 else None
+
+
+def generate_from_run(
+    run=None, *, checkpoint=None, tokenizer=None, config=None, prompt: str, device="cpu", **options
+) -> str:
+    """`generate` with the model and tokenizer of a run directory (or checkpoint + tokenizer)."""
+    from cs336.runs import load_run
+
+    model, tok = load_run(run, checkpoint=checkpoint, tokenizer=tokenizer, config=config, device=device)
+    return generate(model, tok, prompt, **options)

@@ -190,7 +190,7 @@ class MultiHeadSelfAttention(nn.Module):
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
         if self.rope is not None:
-            if token_positions is None and past > 0:
+            if token_positions is None and past:  # cached tokens hold positions 0..past-1
                 token_positions = torch.arange(past, past + seq, device=x.device)
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
