@@ -50,6 +50,8 @@ CONFIGS = {
     "reference": Shape(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344, batch_size=4),
     # Small enough that per-op overhead (Python, dispatch, tiny kernels) rather than matmuls dominates.
     "small": Shape(vocab_size=1_000, context_length=64, d_model=128, num_layers=2, num_heads=4, d_ff=344, batch_size=8),
+    # For checking that the scripts run at all.
+    "tiny": Shape(vocab_size=100, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64, batch_size=2),
 }
 
 
@@ -123,21 +125,25 @@ class BuiltinLM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(shape: Shape, seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, callable]]:
-    """The three contenders, all starting from the same weights."""
+def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, callable]]:
+    """The three contenders (model, optimizer, loss), all starting from the same weights."""
     torch.manual_seed(seed)
     args = (shape.vocab_size, shape.context_length, shape.d_model, shape.num_layers, shape.num_heads, shape.d_ff, shape.rope_theta)
-    ref = TransformerLM(*args)
-    fused = TransformerLM(*args, fused=True)
+    ref = TransformerLM(*args, device=device)
+    fused = TransformerLM(*args, device=device, fused=True)
     fused.load_state_dict(ref.state_dict())
-    builtin = BuiltinLM(shape)
+    builtin = BuiltinLM(shape).to(device)
     builtin.load_state_dict(ref.state_dict())
     opt_args = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     return {
         "ours-ref": (ref, AdamW(ref.parameters(), **opt_args), cross_entropy),
         "ours-fused": (fused, AdamW(fused.parameters(), **opt_args), cross_entropy),
-        "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), lambda o, t: F.cross_entropy(o.flatten(0, -2), t.flatten())),
+        "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), builtin_cross_entropy),
     }
+
+
+def builtin_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, x: Tensor, y: Tensor) -> float:
