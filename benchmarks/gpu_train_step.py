@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # only float32 matmuls outside autocast use it
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
