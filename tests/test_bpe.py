@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import regex
 
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.bpe import _heap_key, _merge_word, train_bpe
+from cs336.tokenization.bpe import _heap_key, _merge_pair, _merge_word, train_bpe
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
     _WHITESPACE,
@@ -113,9 +114,34 @@ def test_heap_key_orders_tokens_in_reverse_byte_order():
 
 
 def test_merge_word_replaces_non_overlapping_pairs_left_to_right():
-    assert _merge_word((1, 1, 1), 1, 1, 7) == (7, 1)
-    assert _merge_word((1, 1, 1, 1), 1, 1, 7) == (7, 7)
-    assert _merge_word((2, 1, 2), 1, 1, 7) == (2, 1, 2)
+    assert _merge_word((1, 1, 1), 1, 1, 7) == ((7, 1), 0, 2)
+    assert _merge_word((1, 1, 1, 1), 1, 1, 7) == ((7, 7), 0, 4)
+    assert _merge_word((3, 1, 2, 1, 2, 3), 1, 2, 7) == ((3, 7, 7, 3), 1, 5)
+    assert _merge_word((2, 1, 2), 1, 1, 7) == ((2, 1, 2), -1, -1)
+
+
+def _recount(words, counts):
+    pair_counts, pair_words = defaultdict(int), defaultdict(set)
+    for i, (word, count) in enumerate(zip(words, counts)):
+        for p in zip(word, word[1:]):
+            pair_counts[p] += count
+            pair_words[p].add(i)
+    return pair_counts, pair_words
+
+
+def test_incremental_pair_updates_equal_a_full_recount_after_every_merge():
+    rng = random.Random(0)
+    words = [tuple(rng.choice([1, 2, 3]) for _ in range(rng.randint(1, 9))) for _ in range(300)]
+    counts = [rng.randint(1, 5) for _ in words]
+    pair_counts, pair_words = _recount(words, counts)
+    for new in range(10, 40):
+        live = [p for p, c in pair_counts.items() if c > 0]
+        pair = rng.choice(live)
+        touched = _merge_pair(pair, new, words, counts, pair_counts, pair_words)
+        expected_counts, expected_words = _recount(words, counts)
+        assert {p: c for p, c in pair_counts.items() if c} == dict(expected_counts)
+        assert all(pair_words[p] >= ws for p, ws in expected_words.items())  # may keep stale indices
+        assert touched == {p for p in expected_counts if new in p}
 
 
 def test_merges_never_cross_pretokens_or_special_tokens(tmp_path):

@@ -50,22 +50,29 @@ def _heap_key(token: bytes) -> str:
     return token.decode("latin-1").translate(_INVERT) + "\u0100"
 
 
-def _merge_word(word: tuple[int, ...], a: int, b: int, new: int) -> tuple[int, ...]:
+def _merge_word(word: tuple[int, ...], a: int, b: int, new: int) -> tuple[tuple[int, ...], int, int]:
     """Replace each occurrence of the pair `(a, b)` in `word`, left to right, by `new`.
 
+    Also returns where the word changed: `word[first:last]` runs from the first merged `a` to
+    the last merged `b` (`first == -1` when the pair does not occur).
+
     >>> _merge_word((1, 2, 2, 2, 3), 2, 2, 9)
-    (1, 9, 2, 3)
+    ((1, 9, 2, 3), 1, 3)
     """
     out = []
     i, n = 0, len(word)
+    first = last = -1
     while i < n:
         if i + 1 < n and word[i] == a and word[i + 1] == b:
+            if first < 0:
+                first = i
             out.append(new)
             i += 2
+            last = i
         else:
             out.append(word[i])
             i += 1
-    return tuple(out)
+    return tuple(out), first, last
 
 
 def _merge_pair(
@@ -96,16 +103,19 @@ def _merge_pair(
     touched: set[tuple[int, int]] = set()
     for i in pair_words.pop(pair, ()):
         word = words[i]
-        merged = _merge_word(word, a, b, new)
-        if len(merged) == len(word):
+        merged, first, last = _merge_word(word, a, b, new)
+        if first < 0:
             continue  # a stale index: this word lost the pair to an earlier merge
         count = counts[i]
-        # Take away every pair of the old word and add every pair of the new one. Pairs away
-        # from the merge cancel out; this is simpler than special-casing the neighbours and
-        # costs little because words are short.
-        for p in zip(word, word[1:]):
+        # Before the first merged pair and after the last one, the old and new words have the
+        # same pairs; in between (with one neighbour on each side) take away every old pair and
+        # add every new one. Unchanged pairs there cancel out: simpler than tracking each one.
+        lo = max(first - 1, 0)
+        old_part = word[lo : last + 1]
+        new_part = merged[lo : last + 1 - (len(word) - len(merged))]
+        for p in zip(old_part, old_part[1:]):
             pair_counts[p] -= count
-        for p in zip(merged, merged[1:]):
+        for p in zip(new_part, new_part[1:]):
             pair_counts[p] += count
             if new in p:
                 pair_words[p].add(i)
