@@ -86,6 +86,40 @@ def test_train_bpe_equals_naive_trainer_on_real_text(tmp_path, name, source, voc
     assert len(vocab) == vocab_size
 
 
+def test_merges_agree_with_hf_tokenizers_up_to_tie_order(tmp_path):
+    # HF's BpeTrainer uses the same GPT-2 pre-tokenization and the same greedy rule, but breaks
+    # ties differently (by pair ids) and splits its training files into lines. On one line of
+    # text the merges must agree up to the order of pairs tied on the same count: exactly until
+    # the first tie, and as sets after every step where the count drops.
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import models, pre_tokenizers, trainers
+
+    from cs336.tokenization.files import string_to_token
+
+    text = (FIXTURES / "corpus.en").read_text(encoding="utf-8").replace("\n", " ")
+    path = tmp_path / "one_line.txt"
+    path.write_text(text, encoding="utf-8")
+    n = 50
+    _, merges = train_bpe(path, 256 + n, [])
+    log: list = []
+    naive_train_bpe(path, 256 + n, [], log=log)
+    counts = [count for _, count, _ in log]
+    first_tie = next(i for i, (_, _, tied) in enumerate(log) if tied)
+    assert first_tie >= 20  # the comparison is not vacuous
+
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False))
+    hf_merges = [m.split(" ") if isinstance(m, str) else m for m in json.loads(hf.to_str())["model"]["merges"]]
+    hf_merges = [(string_to_token(a), string_to_token(b)) for a, b in hf_merges]
+    assert len(hf_merges) == n
+    assert merges[:first_tie] == hf_merges[:first_tie]
+    for k in range(1, n):
+        if counts[k - 1] > counts[k]:
+            assert set(merges[:k]) == set(hf_merges[:k]), k
+
+
 def test_overlapping_special_tokens_in_text_split_longest_first(tmp_path):
     # Runs of one, two and three end-of-text markers: the doubled token must win where it fits,
     # and no merge may see the markers' bytes.
