@@ -199,6 +199,7 @@ def train_bpe(
 
 
 def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats, chunk_bytes):
+    """`train_bpe` after its arguments are checked (same arguments, same result)."""
     reset_peak_rss()
     t0 = time.perf_counter()
 
