@@ -18,7 +18,7 @@ import regex
 
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.bpe import _heap_key, _merge_pair, _merge_word, train_bpe
+from cs336.tokenization.bpe import _heap_key, _merge_pair, train_bpe
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
     _WHITESPACE,
@@ -147,29 +147,32 @@ def test_heap_key_orders_tokens_in_reverse_byte_order():
     assert sorted(tokens, key=_heap_key) == sorted(tokens, reverse=True)
 
 
-def test_merge_word_replaces_non_overlapping_pairs_left_to_right():
-    assert _merge_word((1, 1, 1), 1, 1, 7) == ((7, 1), 0, 2)
-    assert _merge_word((1, 1, 1, 1), 1, 1, 7) == ((7, 7), 0, 4)
-    assert _merge_word((3, 1, 2, 1, 2, 3), 1, 2, 7) == ((3, 7, 7, 3), 1, 5)
-    assert _merge_word((2, 1, 2), 1, 1, 7) == ((2, 1, 2), -1, -1)
+def test_merging_replaces_non_overlapping_pairs_left_to_right(tmp_path):
+    # "aaa" has the pair (a, a) twice, overlapping: BPE merges the left one, giving "aa a";
+    # " aaaa" gives " aa aa". Then three pairs are tied at 1 and the greatest wins each time.
+    path = tmp_path / "a.txt"
+    path.write_text("aaa aaaa", encoding="utf-8")
+    _, merges = train_bpe(path, 259, [])
+    assert merges == [(b"a", b"a"), (b"aa", b"aa"), (b"aa", b"a")]
+    assert merges == naive_train_bpe(path, 259, [])[1]
 
 
 def _recount(words, counts):
     pair_counts, pair_words = defaultdict(int), defaultdict(set)
     for i, (word, count) in enumerate(zip(words, counts)):
-        for p in zip(word, word[1:]):
-            pair_counts[p] += count
-            pair_words[p].add(i)
+        for k in range(len(word) - 1):
+            pair_counts[word[k : k + 2]] += count
+            pair_words[word[k : k + 2]].add(i)
     return pair_counts, pair_words
 
 
 def test_incremental_pair_updates_equal_a_full_recount_after_every_merge():
     rng = random.Random(0)
-    words = [tuple(rng.choice([1, 2, 3]) for _ in range(rng.randint(1, 9))) for _ in range(300)]
+    words = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 9))) for _ in range(300)]
     counts = [rng.randint(1, 5) for _ in words]
     pair_counts, pair_words = _recount(words, counts)
-    for new in range(10, 40):
-        live = [p for p, c in pair_counts.items() if c > 0]
+    for new in map(chr, range(ord("A"), ord("Z"))):
+        live = sorted(p for p, c in pair_counts.items() if c > 0)
         pair = rng.choice(live)
         touched = _merge_pair(pair, new, words, counts, pair_counts, pair_words)
         expected_counts, expected_words = _recount(words, counts)
