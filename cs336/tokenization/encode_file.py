@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.errors import CS336Error
 from cs336.tokenization.pretokenize import chunk_boundaries
