@@ -190,19 +190,19 @@ def encode_file(
     )
 
 
-_WARM_BYTES = 1 << 18
-
-
 def _map_in_order(tokenizer: Tokenizer, path: str, dtype: np.dtype, chunks: list[tuple[int, int]], workers: int):
-    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight."""
-    if workers == 1 or len(chunks) == 1:
-        _init_worker(tokenizer, path, dtype)
-        yield from map(_encode_chunk, chunks)
+    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight.
+
+    The first chunk is encoded here, before the pool starts: forked workers inherit the caches it
+    filled (where processes fork, as on Linux), instead of each paying the same misses on the
+    commonest words.
+    """
+    _init_worker(tokenizer, path, dtype)
+    yield _encode_chunk(chunks[0])
+    if workers == 1 or len(chunks) <= 2:
+        yield from map(_encode_chunk, chunks[1:])
         return
-    # Warm the pre-token cache once here: forked workers inherit it, instead of each paying the
-    # same misses on the commonest words.
-    with open(path, "rb") as f:
-        tokenizer.encode(f.read(_WARM_BYTES).decode("utf-8", errors="ignore"))
+    chunks = chunks[1:]
     pool = ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype))
     try:
         todo = iter(chunks)
