@@ -1,11 +1,11 @@
 """Encode a whole text file into a `.npy` array of token ids: parallel, bounded memory.
 
 The file is cut into chunks at byte offsets where a cut provably changes no pre-token (the start of
-a special token, or between a non-space and a space; `pretokenize.chunk_boundaries`, the same cuts
+a special token, or between a non-space and a space: `pretokenize.chunk_boundaries`, the same cuts
 BPE training uses), so the chunks can be encoded independently and their ids concatenated: the
-result equals `tokenizer.encode(whole_text)`. Worker processes encode chunks; the parent writes each chunk's ids
-in order straight into the output file, whose `.npy` header is rewritten with the final length at
-the end. Memory is a few chunks, whatever the file size.
+result equals `tokenizer.encode(whole_text)`. Worker processes encode the chunks; the parent
+writes each chunk's ids, in order, straight into the output file, whose `.npy` header is
+rewritten with the final length at the end. Memory is a few chunks, whatever the file size.
 
 >>> import tempfile, os, numpy as np
 >>> d = tempfile.mkdtemp(); src = os.path.join(d, "a.txt")
