@@ -155,8 +155,10 @@ def encode_file(
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if not input_path.exists():
         raise CS336Error(f"input file not found: {input_path}")
+    if not input_path.is_file():
+        raise CS336Error(f"input is not a file: {input_path}")
     size = input_path.stat().st_size
     if size == 0:
         raise CS336Error(f"input file is empty: {input_path}")
