@@ -434,8 +434,8 @@ class _Trainer:
         try:
             if s.step == 0 and last_eval_step is None:
                 run_eval()
-            while True:
-                s.wall_s = self._clock(t_origin)
+            s.wall_s = self._clock(t_origin)
+            while True:  # the clock is read once per step, so the last record shows why the run ended
                 if self.total is not None and s.step >= self.total:
                     break
                 if self.budget_s is not None and s.wall_s >= self.budget_s:
@@ -474,8 +474,10 @@ class _Trainer:
                         bar.write(f"{what}: update skipped ({s.nan_skips}/{cfg.max_nan_skips})")
                 if cfg.eval_interval and s.step % cfg.eval_interval == 0 and not done:
                     run_eval()
+                    s.wall_s = self._clock(t_origin)
                 if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not done:
                     self._checkpoint()
+                    s.wall_s = self._clock(t_origin)
                 if self.total is not None:
                     bar.update(1)
                 else:
