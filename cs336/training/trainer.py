@@ -199,6 +199,14 @@ class _Trainer:
         if self.device.type == "cuda" and cfg.tf32:
             torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
 
+        self._wandb = None
+        if cfg.wandb and self.dist.is_main:
+            try:
+                import wandb
+            except ImportError:
+                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
+            self._wandb = wandb
+
         self.train_data = open_tokens(cfg.data.train, cfg, "train")
         self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and cfg.eval_batches > 0 else None
 
@@ -361,12 +369,8 @@ class _Trainer:
         if not self.dist.is_main:
             return None
         wandb_run = None
-        if self.cfg.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
-            wandb_run = wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
+        if self._wandb is not None:
+            wandb_run = self._wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
         return RunLog(self.run_dir / "log.jsonl", wandb_run)
 
     def _summary(self, status: str, last_train: float | None, last_val: float | None, message: str = "") -> dict[str, Any]:
