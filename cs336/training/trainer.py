@@ -196,6 +196,8 @@ class _Trainer:
         self.micro = per_rank  # sequences per forward pass
         self.rows = slice(self.dist.rank * per_rank * cfg.grad_accum_steps, (self.dist.rank + 1) * per_rank * cfg.grad_accum_steps)
 
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda" and cfg.tf32:
             torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
 
@@ -448,7 +450,8 @@ class _Trainer:
                 lr = self.lr_at(s.step + 1, s.wall_s)
                 loss, grad_norm = self.train_step(lr)
                 s.step += 1
-                window_time += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                window_time += dt
                 window_tokens += cfg.tokens_per_step
                 s.wall_s = self._clock(t_origin)
                 done = (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
@@ -462,8 +465,9 @@ class _Trainer:
                     tps = window_tokens / max(window_time, 1e-9)
                     emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4), "lr": lr,
                           "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)})
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", refresh=False)
                     window_tokens, window_time = 0, 0.0
+                if self.progress:
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):,.0f}", refresh=False)
                 if not finite:
                     what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} ({loss if not math.isfinite(loss) else grad_norm}) at step {s.step}"
                     if cfg.nan_policy == "stop" or s.nan_skips > cfg.max_nan_skips:
@@ -512,10 +516,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     the files.
     """
     config.validate()
-    trainer = None
     try:
-        trainer = _Trainer(config, progress)
-        return trainer.run()
+        return _Trainer(config, progress).run()
     finally:
-        if trainer is not None and trainer.dist.enabled:
-            distributed.shutdown()
+        distributed.shutdown()  # leaves a process group alone unless this call created it
