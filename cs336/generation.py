@@ -192,12 +192,12 @@ def generate(
     tokenizer,
     prompt: str,
     max_new_tokens: int = 256,
-    *,
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int | None = None,
     seed: int | None = 0,
     stop_at_eos: bool = True,
+    *,
     use_cache: bool = True,
     slide: int | None = None,
 ) -> str:
