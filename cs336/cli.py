@@ -19,7 +19,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download or copy the full-size corpora into the data directory")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
     f = data_sub.add_parser("fetch", help="fetch a corpus (progress bar, resume, checksum)")
-    f.add_argument("corpus", choices=["tinystories", "owt"])
+    f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)
@@ -35,6 +35,37 @@ def _run_data_fetch(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # train-bpe
 # ---------------------------------------------------------------------------------------------
+def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-bpe",
+        help="train a byte-level BPE tokenizer on a text file",
+        description="Train a byte-level BPE and write vocab.json and merges.txt (GPT-2 format) and stats.json.",
+    )
+    p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 training text")
+    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="bytes + merges + special tokens")
+    p.add_argument(
+        "--special-token", action="append", default=[], metavar="T", dest="special_tokens",
+        help="a special token (repeatable), e.g. '<|endoftext|>'",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--workers", type=int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_run_train_bpe)
+
+
+def _run_train_bpe(args: argparse.Namespace) -> int:
+    from cs336.tokenization.bpe import train_bpe_to_dir
+
+    stats = train_bpe_to_dir(
+        args.input, args.vocab_size, args.special_tokens, args.out,
+        num_workers=args.workers, progress=not args.no_progress,
+    )
+    print(
+        f"vocab {stats['vocab_size']} ({stats['num_merges']} merges) in {stats['total_seconds']:.2f} s "
+        f"(pre-tokenize {stats['pretokenize_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s), "
+        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r} -> {args.out}"
+    )
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +102,6 @@ def _run_encode(args: argparse.Namespace) -> int:
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
     return 0
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +200,27 @@ def _run_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # sweep
 # ---------------------------------------------------------------------------------------------
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train every point of a sweep (base config + grid of overrides), one run directory each",
+        description="Train every point of a sweep file (configs/sweeps/*.toml): a base training config "
+        "plus a grid and/or list of overrides. Points that already finished are skipped; interrupted "
+        "ones resume from their checkpoint.",
+    )
+    p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
+    p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from cs336.experiments.sweeps import run_sweep
+
+    states = run_sweep(args.sweep_file, parallel=args.parallel, dry_run=args.dry_run, out_dir=args.out_dir)
+    return 1 if any(s.startswith("failed") for s in states.values()) else 0
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,10 +231,12 @@ def _run_export(args: argparse.Namespace) -> int:
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
 _SUBCOMMANDS = [
     "_add_data",
+    "_add_train_bpe",
     "_add_encode",
     "_add_train",
     "_add_generate",
     "_add_export",
+    "_add_sweep",
 ]
 
 
