@@ -46,7 +46,8 @@ def scaled_dot_product_attention(
     never does that, since every position sees itself.
     """
     d_k = Q.shape[-1]
-    scores = einsum(Q, K, "... q d, ... k d -> ... q k") / math.sqrt(d_k)
+    # (Q/√d_k)Kᵀ = QKᵀ/√d_k; scaling Q touches q·d_k numbers instead of q·k scores.
+    scores = einsum(Q / math.sqrt(d_k), K, "... q d, ... k d -> ... q k")
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = softmax(scores, dim=-1)
