@@ -226,6 +226,26 @@ def _run_sweep(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end to end in a few minutes: train BPE, encode, train a small LM, write a story",
+        description="Train a BPE tokenizer on TinyStories, encode it, train a small Transformer LM on a "
+        "wall-clock budget (configs/demo.toml) and sample a story. Output goes to runs/demo/.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
+    p.add_argument("--vocab-size", type=int, default=2000, metavar="N", help="BPE vocabulary size (default: 2000)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training config value, e.g. --set max_minutes=1 (repeatable)")
+    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from cs336.demo import run_demo
+
+    run_demo(args.out, vocab_size=args.vocab_size, overrides=args.overrides, prompt=args.prompt, progress=not args.no_progress)
+    return 0
 
 
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
@@ -234,6 +254,7 @@ _SUBCOMMANDS = [
     "_add_train_bpe",
     "_add_encode",
     "_add_train",
+    "_add_demo",
     "_add_generate",
     "_add_export",
     "_add_sweep",

@@ -153,9 +153,9 @@ def test_tinystories_config_is_the_handouts_reference_run():
     assert cfg.total_steps * cfg.batch_size * m.context_length == 327_680_000
 
 
-def test_demo_config_loads():
+def test_demo_config_trains_on_a_wall_clock_budget():
     cfg = load_config(ROOT / "configs" / "demo.toml")
-    assert cfg.total_steps > 0 and cfg.model.d_model % cfg.model.num_heads == 0
+    assert cfg.max_minutes and cfg.max_minutes <= 3 and cfg.total_steps is None
 
 
 def test_max_tokens_rounds_up_to_whole_steps():

@@ -282,3 +282,25 @@ def test_cli_train_reports_a_bad_key_in_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "c.toml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown config key optim.learning_rate") and err.count("\n") == 1
+
+
+def test_wandb_receives_every_record_when_enabled(tokens, tmp_path, monkeypatch):
+    import types
+
+    seen = {"init": None, "log": [], "finished": False}
+    fake = types.ModuleType("wandb")
+    run = types.SimpleNamespace(log=lambda d, step=None: seen["log"].append((step, d)), finish=lambda: seen.update(finished=True))
+    fake.init = lambda **kw: seen.update(init=kw) or run
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=4, wandb=True, wandb_project="p")
+    train(cfg, progress=False)
+    assert seen["init"]["project"] == "p" and seen["init"]["config"] == cfg.to_dict() and seen["finished"]
+    logged = read_log(tmp_path / "run" / "log.jsonl")
+    assert [(r["step"], {k: v for k, v in r.items() if k != "step"}) for r in logged] == seen["log"]
+
+
+def test_wandb_enabled_without_the_package_is_a_clear_error(tokens, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(CS336Error, match="wandb package is not installed"):
+        train(tiny_config(*tokens, tmp_path / "run", max_steps=2, wandb=True), progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

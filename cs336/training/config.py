@@ -101,6 +101,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda > mps > cpu
     dtype: str = "float32"  # "float32" | "bfloat16" (autocast; parameters stay float32)
     compile: bool = False  # torch.compile the model
+    threads: int | None = None  # CPU threads for PyTorch ops; None = PyTorch's default (all cores)
     tf32: bool = True  # TF32 matmuls on CUDA
     nan_policy: str = "stop"  # non-finite loss or gradient: "stop" the run, or "skip" the update
     max_nan_skips: int = 10  # with "skip": stop after this many skipped updates
@@ -173,6 +174,7 @@ class TrainConfig:
             (self.dtype in ("float32", "bfloat16"), f"dtype={self.dtype!r} must be 'float32' or 'bfloat16'"),
             (self.nan_policy in ("stop", "skip"), f"nan_policy={self.nan_policy!r} must be 'stop' or 'skip'"),
             (self.max_nan_skips >= 0, "max_nan_skips must be non-negative"),
+            (self.threads is None or self.threads > 0, "threads must be positive"),
             (self.data.dtype in (None, "uint16", "uint32"), f"data.dtype={self.data.dtype!r} must be 'uint16' or 'uint32'"),
         ]
         for ok, msg in checks:
