@@ -85,8 +85,9 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text to encode")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
     p.add_argument(
-        "--special-token", action="append", default=[], metavar="T",
-        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'",
+        "--special-token", action="append", default=None, metavar="T",
+        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
+        "default: those in DIR/stats.json written by train-bpe, else none",
     )
     p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

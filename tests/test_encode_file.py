@@ -88,6 +88,18 @@ def test_cli_encodes_with_a_tokenizer_directory(gpt2, tmp_path, capsys):
     assert np.load(out).tolist() == gpt2.encode(src.read_text(encoding="utf-8"))
 
 
+def test_a_train_bpe_directory_supplies_its_special_tokens(tmp_path):
+    from cs336.tokenization.bpe import train_bpe_to_dir
+    from cs336.tokenization.encode_file import load_tokenizer
+
+    train_bpe_to_dir(FIXTURES / "tinystories_sample.txt", 300, [EOT], tmp_path, num_workers=1, progress=False)
+    tok = load_tokenizer(tmp_path)
+    assert tok.special_tokens == [EOT]
+    ids = tok.encode(f"a{EOT}")
+    assert len(ids) == 2 and tok.vocab[ids[1]] == EOT.encode()
+    assert load_tokenizer(tmp_path, special_tokens=[]).special_tokens == []
+
+
 def test_cli_accepts_explicit_vocab_and_merges(gpt2, tmp_path):
     src = FIXTURES / "german.txt"
     out = tmp_path / "g.npy"

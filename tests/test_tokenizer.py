@@ -13,7 +13,7 @@ import tiktoken
 from cs336 import Tokenizer
 from cs336.errors import CS336Error
 from cs336.tokenization.pretokenize import GPT2_REGEX, split_on_special_tokens
-from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain
+from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain, pretokenize_piece
 
 from conftest import FIXTURES, TINYSTORIES
 
@@ -317,15 +317,24 @@ def test_encode_equals_the_plain_reference(gpt2):
         assert gpt2.encode(text) == gpt2._encode_plain(text), repr(text[:80])
 
 
+def test_pretokenize_piece_equals_the_gpt2_regex():
+    rng = random.Random(9)
+    ascii_pieces = [p for p in PIECES if p.isascii()] + [chr(c) for c in range(0x80)]
+    texts = ["".join(rng.choice(ascii_pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    texts += fuzz_texts(300, seed=10) + ["\x1c\x1d \x1e\x1f", "a\n\n\nb", "a \n\tb\n", "x'LL'll 's"]
+    for text in texts:
+        assert pretokenize_piece(text) == GPT2_REGEX.findall(text), repr(text)
+
+
 def test_merge_fast_and_heap_equal_the_plain_merge(gpt2):
     rng = random.Random(7)
     words = [w for t in fuzz_texts(200, seed=8) for w in GPT2_REGEX.findall(t)]
     words += ["".join(rng.choice("aeiou tnsrl") for _ in range(rng.randint(50, 300))) for _ in range(20)]
     for w in words:
         ids = [gpt2._byte_ids[b] for b in w.encode("utf-8")]
-        expected = merge_plain(list(ids), gpt2._ranks, gpt2._merged)
-        assert merge_fast(list(ids), gpt2._ranks, gpt2._merged) == expected
-        assert merge_heap(list(ids), gpt2._ranks, gpt2._merged) == expected
+        expected = merge_plain(list(ids), gpt2._merges)
+        assert merge_fast(list(ids), gpt2._merges) == expected
+        assert merge_heap(list(ids), gpt2._merges) == expected
 
 
 def test_merges_apply_in_rank_order_not_left_to_right():

@@ -1,11 +1,11 @@
 """Encode a whole text file into a `.npy` array of token ids: parallel, bounded memory.
 
 The file is cut into chunks at byte offsets where a cut provably changes no pre-token (the start of
-a special token, or between a non-space and a space; `pretokenize.chunk_boundaries`, the same cuts
+a special token, or between a non-space and a space: `pretokenize.chunk_boundaries`, the same cuts
 BPE training uses), so the chunks can be encoded independently and their ids concatenated: the
-result equals `tokenizer.encode(whole_text)`. Worker processes encode chunks; the parent writes each chunk's ids
-in order straight into the output file, whose `.npy` header is rewritten with the final length at
-the end. Memory is a few chunks, whatever the file size.
+result equals `tokenizer.encode(whole_text)`. Worker processes encode the chunks; the parent
+writes each chunk's ids, in order, straight into the output file, whose `.npy` header is
+rewritten with the final length at the end. Memory is a few chunks, whatever the file size.
 
 >>> import tempfile, os, numpy as np
 >>> d = tempfile.mkdtemp(); src = os.path.join(d, "a.txt")
@@ -18,6 +18,7 @@ the end. Memory is a few chunks, whatever the file size.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.errors import CS336Error
 from cs336.tokenization.pretokenize import chunk_boundaries
@@ -50,13 +51,22 @@ def load_tokenizer(
     merges: str | os.PathLike | None = None,
     special_tokens: list[str] | None = None,
 ) -> Tokenizer:
-    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files."""
+    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files.
+
+    Without `special_tokens`, a directory written by `train_bpe_to_dir` supplies the ones it was
+    trained with (from its `stats.json`), so `<|endoftext|>` is not silently encoded as text.
+    """
     if tokenizer_dir is not None:
         d = Path(tokenizer_dir)
         if not d.is_dir():
             raise CS336Error(f"tokenizer directory not found: {d}")
         vocab = vocab or d / "vocab.json"
         merges = merges or d / "merges.txt"
+        if special_tokens is None and (d / "stats.json").is_file():
+            try:
+                special_tokens = json.loads((d / "stats.json").read_text(encoding="utf-8")).get("special_tokens")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise CS336Error(f"{d / 'stats.json'}: not a valid stats file ({e})") from None
     if vocab is None or merges is None:
         raise CS336Error("give a tokenizer directory, or both a vocab file and a merges file")
     return Tokenizer.from_files(vocab, merges, special_tokens)
@@ -145,8 +155,10 @@ def encode_file(
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if not input_path.exists():
         raise CS336Error(f"input file not found: {input_path}")
+    if not input_path.is_file():
+        raise CS336Error(f"input is not a file: {input_path}")
     size = input_path.stat().st_size
     if size == 0:
         raise CS336Error(f"input file is empty: {input_path}")
@@ -180,19 +192,19 @@ def encode_file(
     )
 
 
-_WARM_BYTES = 1 << 18
-
-
 def _map_in_order(tokenizer: Tokenizer, path: str, dtype: np.dtype, chunks: list[tuple[int, int]], workers: int):
-    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight."""
-    if workers == 1 or len(chunks) == 1:
-        _init_worker(tokenizer, path, dtype)
-        yield from map(_encode_chunk, chunks)
+    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight.
+
+    The first chunk is encoded here, before the pool starts: forked workers inherit the caches it
+    filled (where processes fork, as on Linux), instead of each paying the same misses on the
+    commonest words.
+    """
+    _init_worker(tokenizer, path, dtype)
+    yield _encode_chunk(chunks[0])
+    if workers == 1 or len(chunks) <= 2:
+        yield from map(_encode_chunk, chunks[1:])
         return
-    # Warm the pre-token cache once here: forked workers inherit it, instead of each paying the
-    # same misses on the commonest words.
-    with open(path, "rb") as f:
-        tokenizer.encode(f.read(_WARM_BYTES).decode("utf-8", errors="ignore"))
+    chunks = chunks[1:]
     pool = ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype))
     try:
         todo = iter(chunks)
