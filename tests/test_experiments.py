@@ -293,3 +293,30 @@ def test_make_figures_skips_missing_results(tmp_path):
     said = []
     assert make_figures(tmp_path / "nothing", tmp_path / "figures", log=said.append) == []
     assert len(said) == len(FIGURES) and all(s.startswith("skip") for s in said)
+
+
+# --------------------------------------------------------------------------- with the real trainer
+@pytest.mark.slow
+def test_a_real_sweep_trains_each_point_and_marks_the_divergent_one(tmp_path):
+    """Two tiny points through the real trainer in subprocesses: a sane rate finishes, a rate past
+    AdamW's decay-step bound (lr·λ > 2) diverges, and the logs load."""
+    from cs336.experiments.tiny import tiny_overrides
+
+    base = tmp_path / "tiny.toml"
+    o = dict(item.split("=", 1) for item in tiny_overrides(tmp_path / "data", "unused"))
+    o.pop("run_dir")
+    top = {k: v for k, v in o.items() if "." not in k}
+    tables: dict[str, list[str]] = {}
+    for k, v in o.items():
+        if "." in k:
+            t, key = k.split(".")
+            tables.setdefault(t, []).append(f"{key} = {v}")
+    text = "\n".join(f"{k} = {v}" for k, v in top.items()) + "\n"
+    text += "".join(f"\n[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
+    base.write_text(text.replace("max_steps = 60", "max_steps = 20"))
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'[sweep]\nbase = "tiny.toml"\nout_dir = "{tmp_path / "runs"}"\n[grid]\n"optim.lr" = [3e-2, 100.0]\n')
+    assert run_sweep(path, parallel=2, log=lambda *_: None) == {"lr=0.03": "finished", "lr=100": "diverged"}
+    s = summarize_runs(load_runs(tmp_path / "runs")).set_index("run")
+    assert s.loc["lr=0.03", "steps"] == 20 and s.loc["lr=0.03", "final_val_loss"] < 4.0
+    assert s.loc["lr=100", "diverged"] and s.loc["lr=100", "steps"] < 20
