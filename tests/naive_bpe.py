@@ -45,6 +45,9 @@ def naive_train_bpe(input_path, vocab_size: int, special_tokens: list[str]):
         tokens.add(best[0] + best[1])
         merged_words: Counter[tuple[bytes, ...]] = Counter()
         for word, count in words.items():
+            if best not in zip(word, word[1:]):
+                merged_words[word] += count
+                continue
             out, i = [], 0
             while i < len(word):
                 if i + 1 < len(word) and (word[i], word[i + 1]) == best:

@@ -26,6 +26,7 @@ tokens. Every token has distinct bytes (a bijection).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import time
@@ -176,6 +177,18 @@ def train_bpe(
     """
     special_tokens = list(dict.fromkeys(special_tokens or []))
     _check_arguments(input_path, vocab_size, special_tokens)
+    # The merge loop makes many small tuples and no reference cycles: the cyclic garbage
+    # collector would only rescan them (and every other live object) again and again.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _train(input_path, vocab_size, special_tokens, num_workers, progress, stats, chunk_bytes)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats, chunk_bytes):
     reset_peak_rss()
     t0 = time.perf_counter()
 
@@ -251,6 +264,42 @@ def train_bpe(
             peak_memory_main_bytes=main_peak,
             peak_memory_workers_bytes=info["worker_memory_bytes"],
             peak_memory_bytes=main_peak + info["worker_memory_bytes"],
-            longest_token=max(vocab.values(), key=lambda t: (len(t), t)),
+            # The longest learned token (the first made, on ties); special tokens don't count.
+            longest_token=max((vocab[id_of[a + b]] for a, b in merges), key=len, default=b""),
         )
     return vocab, merges
+
+
+def train_bpe_to_dir(
+    input_path: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (see `train_bpe`) and write `vocab.json`, `merges.txt` (GPT-2 format) and `stats.json`.
+
+    Returns the stats that were written; the longest token is stored as text (invalid UTF-8 as
+    `\\x..` escapes) beside its length in bytes.
+    """
+    import json
+
+    from cs336.tokenization.files import save_vocab_merges
+
+    stats: dict = {}
+    vocab, merges = train_bpe(input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats)
+    os.makedirs(out_dir, exist_ok=True)
+    save_vocab_merges(vocab, merges, os.path.join(out_dir, "vocab.json"), os.path.join(out_dir, "merges.txt"))
+    longest = stats.pop("longest_token")
+    stats.update(
+        input_path=os.fspath(input_path),
+        special_tokens=list(special_tokens),
+        longest_token=longest.decode("utf-8", errors="backslashreplace"),
+        longest_token_bytes=len(longest),
+    )
+    with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8") as f:
+        json.dump(stats, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return stats
