@@ -320,3 +320,32 @@ def test_a_real_sweep_trains_each_point_and_marks_the_divergent_one(tmp_path):
     s = summarize_runs(load_runs(tmp_path / "runs")).set_index("run")
     assert s.loc["lr=0.03", "steps"] == 20 and s.loc["lr=0.03", "final_val_loss"] < 4.0
     assert s.loc["lr=100", "diverged"] and s.loc["lr=100", "steps"] < 20
+
+
+# --------------------------------------------------------------------------- write-up export
+def test_writeup_joins_the_numbered_notebooks_in_order_with_figures_inlined(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbconvert")
+    from cs336.experiments.writeup import export_writeup
+
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "figures").mkdir()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(tmp_path / "figures" / "f.png")
+    plt.close(fig)
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for name, text in [("02_b.ipynb", "# Second"), ("01_a.ipynb", "# First\n\n![plot](../figures/f.png)"), ("scratch.ipynb", "# Not a chapter")]:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)]), nbs / name)
+    html = export_writeup(nbs, tmp_path / "out" / "writeup.html").read_text()
+    assert html.index("First") < html.index("Second") and "Not a chapter" not in html
+    assert "data:image/png;base64," in html
+
+
+def test_writeup_without_notebooks_is_a_clear_error(tmp_path):
+    from cs336.experiments.writeup import export_writeup
+
+    with pytest.raises(CS336Error, match="no numbered notebooks"):
+        export_writeup(tmp_path)
