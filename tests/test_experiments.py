@@ -140,7 +140,7 @@ def test_expand_rejects_bad_grids(grid, points, shared, message):
 
 
 def sweep_file(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "base.toml").write_text("seed = 0\n")
+    (tmp_path / "base.toml").write_text("seed = 0\nmax_steps = 3\n")
     path = tmp_path / "sweep.toml"
     path.write_text(textwrap.dedent(body))
     return path
@@ -194,7 +194,7 @@ with open(log, "a") as f:
     for step in range(start + 1, 4):
         loss = float("nan") if cfg["optim"]["lr"] > 1 and step > 1 else 3.0 / step
         f.write(json.dumps({"step": step, "tokens": step, "wall_s": step, "train_loss": loss, "val_loss": loss}) + "\n")
-if o.get("model.norm") == "crash":
+if o.get("seed") == 13:
     sys.exit(3)
 status = "diverged" if cfg["optim"]["lr"] > 1 else "finished"
 (run / "summary.json").write_text(json.dumps({"status": status}))
@@ -248,19 +248,33 @@ def test_a_failing_point_is_reported_and_the_cli_exits_nonzero(fake_trainer, tmp
         base = "base.toml"
         out_dir = "{tmp_path / 'runs'}"
         [[points]]
-        "model.norm" = "crash"
+        seed = 13
         [[points]]
-        "model.norm" = "pre"
+        seed = 0
     """)
     assert main(["sweep", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "norm=crash: failed (exit 3)" in out and "norm=pre: finished" in out
+    assert "seed=13: failed (exit 3)" in out and "seed=0: finished" in out
+
+
+def test_a_point_whose_config_does_not_load_stops_the_sweep_before_training(fake_trainer, tmp_path):
+    path = sweep_file(tmp_path, f"""
+        [sweep]
+        base = "base.toml"
+        out_dir = "{tmp_path / 'runs'}"
+        [grid]
+        "optim.lr" = [0.01]
+        "model.nrom" = ["none"]
+    """)
+    with pytest.raises(CS336Error, match="sweep point nrom=none__lr=0.01: unknown config key model.nrom"):
+        run_sweep(path, log=lambda *_: None)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_sweep_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
     assert capsys.readouterr().err.strip() == f"error: no such sweep file: {tmp_path / 'missing.toml'}"
-    path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\na = [1]\n')
+    path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\nseed = [1]\n')
     assert main(["sweep", str(path), "--parallel", "0"]) == 2
 
 
