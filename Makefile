@@ -44,7 +44,7 @@ SCALE ?= cpu
 CPU_DATA := runs/data/tinystories_cpu
 TS_SAMPLE := $(CS336_DATA_DIR)/tinystories
 CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu
-FULL_SWEEPS := lr_full batch_size_full ablations_full
+FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
 TS_FULL := $(CS336_DATA_DIR)/tinystories
 OWT := $(CS336_DATA_DIR)/owt
 

@@ -140,7 +140,7 @@ def test_expand_rejects_bad_grids(grid, points, shared, message):
 
 
 def sweep_file(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "base.toml").write_text("seed = 0\n")
+    (tmp_path / "base.toml").write_text("seed = 0\nmax_steps = 3\n")
     path = tmp_path / "sweep.toml"
     path.write_text(textwrap.dedent(body))
     return path
@@ -194,7 +194,7 @@ with open(log, "a") as f:
     for step in range(start + 1, 4):
         loss = float("nan") if cfg["optim"]["lr"] > 1 and step > 1 else 3.0 / step
         f.write(json.dumps({"step": step, "tokens": step, "wall_s": step, "train_loss": loss, "val_loss": loss}) + "\n")
-if o.get("model.norm") == "crash":
+if o.get("seed") == 13:
     sys.exit(3)
 status = "diverged" if cfg["optim"]["lr"] > 1 else "finished"
 (run / "summary.json").write_text(json.dumps({"status": status}))
@@ -248,19 +248,33 @@ def test_a_failing_point_is_reported_and_the_cli_exits_nonzero(fake_trainer, tmp
         base = "base.toml"
         out_dir = "{tmp_path / 'runs'}"
         [[points]]
-        "model.norm" = "crash"
+        seed = 13
         [[points]]
-        "model.norm" = "pre"
+        seed = 0
     """)
     assert main(["sweep", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "norm=crash: failed (exit 3)" in out and "norm=pre: finished" in out
+    assert "seed=13: failed (exit 3)" in out and "seed=0: finished" in out
+
+
+def test_a_point_whose_config_does_not_load_stops_the_sweep_before_training(fake_trainer, tmp_path):
+    path = sweep_file(tmp_path, f"""
+        [sweep]
+        base = "base.toml"
+        out_dir = "{tmp_path / 'runs'}"
+        [grid]
+        "optim.lr" = [0.01]
+        "model.nrom" = ["none"]
+    """)
+    with pytest.raises(CS336Error, match="sweep point nrom=none__lr=0.01: unknown config key model.nrom"):
+        run_sweep(path, log=lambda *_: None)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_sweep_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
     assert capsys.readouterr().err.strip() == f"error: no such sweep file: {tmp_path / 'missing.toml'}"
-    path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\na = [1]\n')
+    path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\nseed = [1]\n')
     assert main(["sweep", str(path), "--parallel", "0"]) == 2
 
 
@@ -293,3 +307,59 @@ def test_make_figures_skips_missing_results(tmp_path):
     said = []
     assert make_figures(tmp_path / "nothing", tmp_path / "figures", log=said.append) == []
     assert len(said) == len(FIGURES) and all(s.startswith("skip") for s in said)
+
+
+# --------------------------------------------------------------------------- with the real trainer
+@pytest.mark.slow
+def test_a_real_sweep_trains_each_point_and_marks_the_divergent_one(tmp_path):
+    """Two tiny points through the real trainer in subprocesses: a sane rate finishes, a rate past
+    AdamW's decay-step bound (lr·λ > 2) diverges, and the logs load."""
+    from cs336.experiments.tiny import tiny_overrides
+
+    base = tmp_path / "tiny.toml"
+    o = dict(item.split("=", 1) for item in tiny_overrides(tmp_path / "data", "unused"))
+    o.pop("run_dir")
+    top = {k: v for k, v in o.items() if "." not in k}
+    tables: dict[str, list[str]] = {}
+    for k, v in o.items():
+        if "." in k:
+            t, key = k.split(".")
+            tables.setdefault(t, []).append(f"{key} = {v}")
+    text = "\n".join(f"{k} = {v}" for k, v in top.items()) + "\n"
+    text += "".join(f"\n[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
+    base.write_text(text.replace("max_steps = 60", "max_steps = 20"))
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'[sweep]\nbase = "tiny.toml"\nout_dir = "{tmp_path / "runs"}"\n[grid]\n"optim.lr" = [3e-2, 100.0]\n')
+    assert run_sweep(path, parallel=2, log=lambda *_: None) == {"lr=0.03": "finished", "lr=100": "diverged"}
+    s = summarize_runs(load_runs(tmp_path / "runs")).set_index("run")
+    assert s.loc["lr=0.03", "steps"] == 20 and s.loc["lr=0.03", "final_val_loss"] < 4.0
+    assert s.loc["lr=100", "diverged"] and s.loc["lr=100", "steps"] < 20
+
+
+# --------------------------------------------------------------------------- write-up export
+def test_writeup_joins_the_numbered_notebooks_in_order_with_figures_inlined(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbconvert")
+    from cs336.experiments.writeup import export_writeup
+
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "figures").mkdir()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(tmp_path / "figures" / "f.png")
+    plt.close(fig)
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for name, text in [("02_b.ipynb", "# Second"), ("01_a.ipynb", "# First\n\n![plot](../figures/f.png)"), ("scratch.ipynb", "# Not a chapter")]:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)]), nbs / name)
+    html = export_writeup(nbs, tmp_path / "out" / "writeup.html").read_text()
+    assert html.index("First") < html.index("Second") and "Not a chapter" not in html
+    assert "data:image/png;base64," in html
+
+
+def test_writeup_without_notebooks_is_a_clear_error(tmp_path):
+    from cs336.experiments.writeup import export_writeup
+
+    with pytest.raises(CS336Error, match="no numbered notebooks"):
+        export_writeup(tmp_path)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -136,6 +137,8 @@ def figure_lr_sweep(root: str | Path):
         plot_curves(axes[0, 1], runs, x="wall_s", y="val_loss", label=label, colors=colors)
         plot_curves(axes[1, 0], runs, y="train_loss", label=label, colors=colors)
         axes[1, 0].set_yscale("log")
+        axes[1, 0].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axes[1, 0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         plot_final(axes[1, 1], summary, LR)
         axes[0, 0].legend()
         axes[0, 0].set_title("validation loss vs steps")

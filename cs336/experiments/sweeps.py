@@ -206,14 +206,29 @@ def point_command(sweep: Sweep, point: Point) -> list[str]:
     return [sys.executable, "-m", "cs336.experiments.sweeps", spec]
 
 
-def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Load the base config with the overrides and train it (the trainer resumes from a checkpoint)."""
+def point_config(config_path: str | Path, overrides: dict[str, Any]):
+    """The training config of one point: the base file with the point's overrides, validated."""
     from cs336.training.config import load_config
-    from cs336.training.trainer import train
 
     # The config loader takes `key=value` strings whose values are TOML literals; JSON's spelling of
     # numbers, booleans, strings and lists is valid TOML.
-    return train(load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]), progress=False)
+    return load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def check_points(sweep: Sweep) -> None:
+    """Every point's config must load: a typo in a key fails here, before anything trains."""
+    for point in sweep.points:
+        try:
+            point_config(sweep.base, sweep.overrides(point))
+        except CS336Error as e:
+            raise CS336Error(f"sweep point {point.name}: {e}") from None
+
+
+def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Load the base config with the overrides and train it (the trainer resumes from a checkpoint)."""
+    from cs336.training.trainer import train
+
+    return train(point_config(config_path, overrides), progress=False)
 
 
 def export_run(run_dir: Path, dest: Path) -> None:
@@ -265,6 +280,7 @@ def run_sweep(
     if parallel < 1:
         raise CS336Error(f"--parallel must be at least 1, got {parallel}")
     sweep = load_sweep(path, out_dir=out_dir)
+    check_points(sweep)
     states = {p.name: _state(sweep, p) for p in sweep.points}
     width = max(len(p.name) for p in sweep.points)
     log(f"sweep {sweep.name}: {len(sweep.points)} points, base {sweep.base.name}, runs in {sweep.out_dir}")
