@@ -24,6 +24,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,7 @@ class BuiltinLM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, callable]]:
+def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable]]:
     """The three contenders (model, optimizer, loss), all starting from the same weights."""
     torch.manual_seed(seed)
     args = (shape.vocab_size, shape.context_length, shape.d_model, shape.num_layers, shape.num_heads, shape.d_ff, shape.rope_theta)
@@ -208,14 +209,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about 0.5 CPU s)")
     a = p.parse_args(argv)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
     results = {}
-    for name in a.config:
-        shape = CONFIGS[name]
-        if a.batch_size:
-            shape = Shape(**{**shape.__dict__, "batch_size": a.batch_size})
-        results[name] = bench(name, shape, a.rounds, a.steps)
+    try:
+        for name in a.config:
+            shape = CONFIGS[name]
+            if a.batch_size:
+                shape = Shape(**{**shape.__dict__, "batch_size": a.batch_size})
+            results[name] = bench(name, shape, a.rounds, a.steps)
+    finally:
+        torch.set_num_threads(threads_before)  # main() is also called from the tests
     return results
 
 
