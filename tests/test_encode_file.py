@@ -154,3 +154,17 @@ def test_bad_utf8_in_a_later_chunk_reports_the_file_offset(gpt2, tmp_path):
     with pytest.raises(CS336Error, match=f"byte offset {15 * 2000 + 5}"):
         encode_file(gpt2, path, tmp_path / "late.npy", workers=2, progress=False, chunk_bytes=4096)
     assert not (tmp_path / "late.npy").exists()
+
+
+def test_memory_stays_bounded_by_the_chunk_not_the_file(gpt2, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "long.txt"
+    path.write_text((FIXTURES / "tinystories_sample.txt").read_text(encoding="utf-8") * 400, encoding="utf-8")
+    gpt2.encode(path.read_text(encoding="utf-8")[:20_000])  # fill the caches before measuring
+    tracemalloc.start()
+    stats = encode_file(gpt2, path, tmp_path / "ids.npy", workers=1, progress=False, chunk_bytes=50_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole_list = 8 * stats.tokens  # the pointers alone of one Python list holding every id
+    assert stats.tokens > 300_000 and peak < whole_list / 4, (peak, whole_list)

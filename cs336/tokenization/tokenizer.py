@@ -39,7 +39,7 @@ from cs336.tokenization.pretokenize import (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Merging one pre-token
+# Pre-tokenizing one piece
 # ---------------------------------------------------------------------------------------------
 # The GPT-2 pattern for ASCII text, in plain character classes that the standard `re` module
 # matches with less overhead per call than `regex` matches `\p{L}` / `\p{N}`. `\s` is spelled out
@@ -60,6 +60,9 @@ def pretokenize_piece(piece: str) -> list[str]:
     return (_ASCII_PATTERN if piece.isascii() else GPT2_REGEX).findall(piece)
 
 
+# ---------------------------------------------------------------------------------------------
+# Merging one pre-token
+# ---------------------------------------------------------------------------------------------
 # A merge table maps a pair of ids to `(rank, merged id)`; lower ranks merge first.
 MergeTable = dict[tuple[int, int], tuple[int, int]]
 
