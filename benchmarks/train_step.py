@@ -10,10 +10,12 @@ same weights:
 
 Measurements are interleaved: each round times every contender for `--steps` steps, in a rotated
 order, and the reported ratio is the median over rounds of (step time / builtin step time in the
-same round), so drifting machine load hits both sides of a ratio alike.
+same round), so drifting machine load hits both sides of a ratio alike. Ratios use the process's CPU
+time, which on a shared machine counts the work done rather than the time spent waiting for a core;
+with the default single thread it is the step's own compute. Wall-clock tokens/s are printed too.
 
     python benchmarks/train_step.py                      # reference and small configs
-    python benchmarks/train_step.py --config small --threads 1 --rounds 9
+    python benchmarks/train_step.py --config small --threads 2 --rounds 15
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,8 @@ CONFIGS = {
     "reference": Shape(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344, batch_size=4),
     # Small enough that per-op overhead (Python, dispatch, tiny kernels) rather than matmuls dominates.
     "small": Shape(vocab_size=1_000, context_length=64, d_model=128, num_layers=2, num_heads=4, d_ff=344, batch_size=8),
+    # For checking that the scripts run at all.
+    "tiny": Shape(vocab_size=100, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64, batch_size=2),
 }
 
 
@@ -123,21 +128,25 @@ class BuiltinLM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(shape: Shape, seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, callable]]:
-    """The three contenders, all starting from the same weights."""
+def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable]]:
+    """The three contenders (model, optimizer, loss), all starting from the same weights."""
     torch.manual_seed(seed)
     args = (shape.vocab_size, shape.context_length, shape.d_model, shape.num_layers, shape.num_heads, shape.d_ff, shape.rope_theta)
-    ref = TransformerLM(*args)
-    fused = TransformerLM(*args, fused=True)
+    ref = TransformerLM(*args, device=device)
+    fused = TransformerLM(*args, device=device, fused=True)
     fused.load_state_dict(ref.state_dict())
-    builtin = BuiltinLM(shape)
+    builtin = BuiltinLM(shape).to(device)
     builtin.load_state_dict(ref.state_dict())
     opt_args = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     return {
         "ours-ref": (ref, AdamW(ref.parameters(), **opt_args), cross_entropy),
         "ours-fused": (fused, AdamW(fused.parameters(), **opt_args), cross_entropy),
-        "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), lambda o, t: F.cross_entropy(o.flatten(0, -2), t.flatten())),
+        "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), builtin_cross_entropy),
     }
+
+
+def builtin_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, x: Tensor, y: Tensor) -> float:
@@ -157,7 +166,7 @@ def check_same_function(contenders, x: Tensor) -> None:
         assert err < 1e-3, f"{name} differs from builtin by {err}"
 
 
-def bench(name: str, shape: Shape, rounds: int, steps: int) -> dict[str, float]:
+def bench(name: str, shape: Shape, rounds: int, steps: int | None) -> dict[str, float]:
     contenders = build(shape)
     g = torch.Generator().manual_seed(1)
     x = torch.randint(shape.vocab_size, (shape.batch_size, shape.context_length), generator=g)
@@ -165,6 +174,10 @@ def bench(name: str, shape: Shape, rounds: int, steps: int) -> dict[str, float]:
     check_same_function(contenders, x)
     for m, opt, loss_fn in contenders.values():  # warm-up: allocator, optimizer state
         train_step(m, opt, loss_fn, x, y)
+    if steps is None:  # enough steps for about half a CPU second per timed block
+        start = time.process_time()
+        train_step(*contenders["builtin"], x, y)
+        steps = max(1, round(0.5 / (time.process_time() - start)))
     names = list(contenders)
     times: dict[str, list[float]] = {n: [] for n in names}  # CPU seconds per step
     walls: dict[str, list[float]] = {n: [] for n in names}  # wall seconds per step
@@ -193,17 +206,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     p.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=["reference", "small"])
     p.add_argument("--batch-size", type=int, help="override each config's batch size")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: CPU time is then the main thread's)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3, help="steps timed per contender per round")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about 0.5 CPU s)")
     a = p.parse_args(argv)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
     results = {}
-    for name in a.config:
-        shape = CONFIGS[name]
-        if a.batch_size:
-            shape = Shape(**{**shape.__dict__, "batch_size": a.batch_size})
-        results[name] = bench(name, shape, a.rounds, a.steps)
+    try:
+        for name in a.config:
+            shape = CONFIGS[name]
+            if a.batch_size:
+                shape = Shape(**{**shape.__dict__, "batch_size": a.batch_size})
+            results[name] = bench(name, shape, a.rounds, a.steps)
+    finally:
+        torch.set_num_threads(threads_before)  # main() is also called from the tests
     return results
 
 

@@ -56,7 +56,7 @@ def test_linear_init_is_truncated_normal_with_variance_2_over_fan_sum():
     w = lin.weight.detach()
     assert w.abs().max() <= 3 * sigma + 1e-7  # cut at ±3σ ...
     assert w.abs().max() > 2.9 * sigma  # ... and not narrower
-    assert abs(w.mean().item()) < 0.01 * sigma * 10
+    assert abs(w.mean().item()) < 0.02 * sigma
     assert w.std().item() == pytest.approx(TRUNC3_STD * sigma, rel=0.01)
 
 
@@ -92,7 +92,7 @@ def test_rmsnorm_computes_in_float32_and_returns_the_input_dtype(fused):
     out = norm(x)
     assert out.dtype == torch.bfloat16
     expected = F.rms_norm(x.float(), (64,), norm.weight.float(), eps=1e-5).to(torch.bfloat16)
-    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0 if fused else 2**-7)  # at most one bf16 step apart
 
 
 def test_silu_equals_F_silu():
@@ -429,3 +429,33 @@ def test_lm_compiles_as_one_graph_without_breaks(fused):
     torch._dynamo.reset()
     compiled = torch.compile(lm, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(ids), lm(ids))
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark scripts run (their numbers come from running them, see benchmarks/README.md)
+
+
+def _load_benchmark(name: str):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench_dir = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench_dir)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench_dir)
+
+
+def test_builtin_benchmark_model_computes_the_same_function_as_ours():
+    train_step = _load_benchmark("train_step")
+    ratios = train_step.main(["--config", "tiny", "--rounds", "1", "--steps", "1"])  # asserts equal logits
+    assert set(ratios["tiny"]) == {"ours-ref", "ours-fused", "builtin"} and ratios["tiny"]["builtin"] == 1.0
+
+
+def test_gpu_benchmark_dry_run_executes_on_cpu():
+    gpu = _load_benchmark("gpu_train_step")
+    mfu = gpu.main(["--dry-run"])["tiny"]
+    assert all(0 < v < 1 for v in mfu.values())
+    assert gpu.flops_per_token(gpu.CONFIGS["reference"], 10**6) == 6e6 + 12 * 4 * 256 * 512

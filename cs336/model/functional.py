@@ -22,7 +22,9 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     >>> softmax(torch.tensor([1000.0, 1000.0]), dim=0)
     tensor([0.5000, 0.5000])
     """
-    shifted = x - x.amax(dim=dim, keepdim=True)
+    # The result does not depend on the shift, so no gradient flows through it: detaching skips
+    # amax's backward (an equality mask and a division over the whole tensor) at no cost in exactness.
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
     e = torch.exp(shifted)
     return e / e.sum(dim=dim, keepdim=True)
 
@@ -44,7 +46,8 @@ def scaled_dot_product_attention(
     never does that, since every position sees itself.
     """
     d_k = Q.shape[-1]
-    scores = einsum(Q, K, "... q d, ... k d -> ... q k") / math.sqrt(d_k)
+    # (Q/√d_k)Kᵀ = QKᵀ/√d_k; scaling Q touches q·d_k numbers instead of q·k scores.
+    scores = einsum(Q / math.sqrt(d_k), K, "... q d, ... k d -> ... q k")
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = softmax(scores, dim=-1)

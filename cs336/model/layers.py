@@ -1,8 +1,9 @@
 """The Transformer's layers, written from the handout's definitions.
 
-Every layer holds its parameters under the state-dict keys of ../shared/API.md. The reference path
-uses plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
-(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`), tested equal to it.
+Every layer holds its parameters under the public API's state-dict keys. The reference path uses
+plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`, `F.embedding`), tested equal
+to it. Both paths trace into a single torch.compile graph.
 """
 
 from __future__ import annotations
