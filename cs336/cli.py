@@ -35,6 +35,37 @@ def _run_data_fetch(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # train-bpe
 # ---------------------------------------------------------------------------------------------
+def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-bpe",
+        help="train a byte-level BPE tokenizer on a text file",
+        description="Train a byte-level BPE and write vocab.json and merges.txt (GPT-2 format) and stats.json.",
+    )
+    p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 training text")
+    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="bytes + merges + special tokens")
+    p.add_argument(
+        "--special-token", action="append", default=[], metavar="T", dest="special_tokens",
+        help="a special token (repeatable), e.g. '<|endoftext|>'",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--workers", type=int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_run_train_bpe)
+
+
+def _run_train_bpe(args: argparse.Namespace) -> int:
+    from cs336.tokenization.bpe import train_bpe_to_dir
+
+    stats = train_bpe_to_dir(
+        args.input, args.vocab_size, args.special_tokens, args.out,
+        num_workers=args.workers, progress=not args.no_progress,
+    )
+    print(
+        f"vocab {stats['vocab_size']} ({stats['num_merges']} merges) in {stats['total_seconds']:.2f} s "
+        f"(pre-tokenize {stats['pretokenize_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s), "
+        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r} -> {args.out}"
+    )
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,8 +85,9 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text to encode")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
     p.add_argument(
-        "--special-token", action="append", default=[], metavar="T",
-        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'",
+        "--special-token", action="append", default=None, metavar="T",
+        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
+        "default: those in DIR/stats.json written by train-bpe, else none",
     )
     p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -71,7 +103,6 @@ def _run_encode(args: argparse.Namespace) -> int:
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
     return 0
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +231,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
 _SUBCOMMANDS = [
     "_add_data",
+    "_add_train_bpe",
     "_add_encode",
     "_add_train",
     "_add_demo",

@@ -9,10 +9,11 @@ import pytest
 from cs336 import Tokenizer
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.encode_file import _npy_header, encode_file, find_chunk_boundaries, safe_cuts, smallest_dtype
+from cs336.tokenization.encode_file import _npy_header, encode_file, smallest_dtype
+from cs336.tokenization.pretokenize import chunk_boundaries
 
 from conftest import FIXTURES, TINYSTORIES
-from test_tokenizer import EOT, PIECES, segments
+from test_tokenizer import EOT, PIECES
 
 GPT2_FILES = ["--vocab", str(FIXTURES / "gpt2_vocab.json"), "--merges", str(FIXTURES / "gpt2_merges.txt")]
 
@@ -34,7 +35,7 @@ def test_encoded_file_equals_encode_of_the_whole_text(gpt2, path, workers, tmp_p
     expected = gpt2.encode(path.read_text(encoding="utf-8"))
     assert ids.dtype == np.uint16 and ids.tolist() == expected
     assert stats.tokens == len(expected) and stats.input_bytes == path.stat().st_size
-    assert stats.chunks == len(find_chunk_boundaries(path, [EOT], 100_000)) - 1
+    assert stats.chunks == len(chunk_boundaries(path, 100_000, [EOT])) - 1
     if path.stat().st_size > 300_000:
         assert stats.chunks > 3  # the parallel path really ran on several chunks
 
@@ -47,31 +48,6 @@ def test_tiny_chunks_with_adversarial_text_still_equal_encode(gpt2, tmp_path):
     tok = Tokenizer.from_files(FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", [EOT, EOT + EOT])
     encode_file(tok, path, tmp_path / "fuzz.npy", workers=2, progress=False, chunk_bytes=64)
     assert np.load(tmp_path / "fuzz.npy").tolist() == tok.encode(text)
-
-
-def test_every_safe_cut_keeps_the_segmentation():
-    rng = random.Random(1)
-    for _ in range(300):
-        text = "".join(rng.choice(PIECES + [EOT, "\n", "x\n", " \n", "\n" + EOT]) for _ in range(rng.randint(1, 25)))
-        data = text.encode("utf-8")
-        whole = segments(text)
-        for c in safe_cuts(data, [EOT]):
-            left, right = data[:c].decode("utf-8"), data[c:].decode("utf-8")
-            assert segments(left) + segments(right) == whole, (text, c)
-
-
-def test_chunk_boundaries_cover_the_file_in_order(tmp_path):
-    path = tmp_path / "t.txt"
-    path.write_bytes(b"".join(b"line %d here\n" % i for i in range(5000)))
-    bounds = find_chunk_boundaries(path, None, 1000)
-    assert bounds[0] == 0 and bounds[-1] == path.stat().st_size
-    assert all(a < b for a, b in zip(bounds, bounds[1:])) and len(bounds) > 40
-
-
-def test_a_file_without_any_cut_is_one_chunk(tmp_path):
-    path = tmp_path / "word.txt"
-    path.write_bytes(b"x" * 10_000)
-    assert find_chunk_boundaries(path, [EOT], 1000) == [0, 10_000]
 
 
 def test_dtype_is_the_smallest_that_fits(tmp_path):
@@ -110,6 +86,18 @@ def test_cli_encodes_with_a_tokenizer_directory(gpt2, tmp_path, capsys):
     report = capsys.readouterr().out
     assert "MB/s" in report and "tokens/s" in report and f"{len(np.load(out)):,} tokens" in report
     assert np.load(out).tolist() == gpt2.encode(src.read_text(encoding="utf-8"))
+
+
+def test_a_train_bpe_directory_supplies_its_special_tokens(tmp_path):
+    from cs336.tokenization.bpe import train_bpe_to_dir
+    from cs336.tokenization.encode_file import load_tokenizer
+
+    train_bpe_to_dir(FIXTURES / "tinystories_sample.txt", 300, [EOT], tmp_path, num_workers=1, progress=False)
+    tok = load_tokenizer(tmp_path)
+    assert tok.special_tokens == [EOT]
+    ids = tok.encode(f"a{EOT}")
+    assert len(ids) == 2 and tok.vocab[ids[1]] == EOT.encode()
+    assert load_tokenizer(tmp_path, special_tokens=[]).special_tokens == []
 
 
 def test_cli_accepts_explicit_vocab_and_merges(gpt2, tmp_path):
@@ -166,3 +154,17 @@ def test_bad_utf8_in_a_later_chunk_reports_the_file_offset(gpt2, tmp_path):
     with pytest.raises(CS336Error, match=f"byte offset {15 * 2000 + 5}"):
         encode_file(gpt2, path, tmp_path / "late.npy", workers=2, progress=False, chunk_bytes=4096)
     assert not (tmp_path / "late.npy").exists()
+
+
+def test_memory_stays_bounded_by_the_chunk_not_the_file(gpt2, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "long.txt"
+    path.write_text((FIXTURES / "tinystories_sample.txt").read_text(encoding="utf-8") * 400, encoding="utf-8")
+    gpt2.encode(path.read_text(encoding="utf-8")[:20_000])  # fill the caches before measuring
+    tracemalloc.start()
+    stats = encode_file(gpt2, path, tmp_path / "ids.npy", workers=1, progress=False, chunk_bytes=50_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole_list = 8 * stats.tokens  # the pointers alone of one Python list holding every id
+    assert stats.tokens > 300_000 and peak < whole_list / 4, (peak, whole_list)
