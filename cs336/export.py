@@ -40,7 +40,6 @@ from cs336.model.transformer import TransformerLM
 from cs336.tokenization.files import token_to_string
 
 
-
 def rope_adjacent_to_half(weight: Tensor, num_heads: int) -> Tensor:
     """Reorder each head's rows from adjacent-pair RoPE to half-rotation RoPE: even rows, then odd.
 
