@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 export MPLBACKEND = Agg
 
-.PHONY: setup demo test unit notebooks bench figures reproduce writeup clean
+.PHONY: setup demo test unit notebooks bench figures reproduce writeup data-cpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,59 @@ unit: setup
 
 notebooks: setup
 	$(PY) -m pytest notebooks --nbval -p no:cacheprovider
+
+# --- experiments: sweeps, figures, write-up -----------------------------------------------------
+# `make reproduce` reruns the experiments of notebooks 06, 08 and 09 and redraws their figures:
+#   SCALE=cpu   the scaled-down sweeps on the shared TinyStories sample (about 40 CPU-minutes);
+#               their small logs land in results/ (committed), checkpoints in runs/ (not)
+#   SCALE=full  the handout's runs (TinyStories V2 and OpenWebText; one GPU each, many GPU-hours)
+SCALE ?= cpu
+CPU_DATA := runs/data/tinystories_cpu
+TS_SAMPLE := $(CS336_DATA_DIR)/tinystories
+CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu
+FULL_SWEEPS := lr_full batch_size_full ablations_full
+TS_FULL := $(CS336_DATA_DIR)/tinystories
+OWT := $(CS336_DATA_DIR)/owt
+
+$(CPU_DATA)/vocab.json:
+	$(PY) -m cs336 train-bpe --input $(TS_SAMPLE)/TinyStories-train-2M.txt --vocab-size 2000 --special-token '<|endoftext|>' --out $(CPU_DATA)
+
+$(CPU_DATA)/%.npy: $(CPU_DATA)/vocab.json
+	$(PY) -m cs336 encode --tokenizer $(CPU_DATA) --special-token '<|endoftext|>' --no-progress --out $@ \
+		--input $(TS_SAMPLE)/TinyStories-$(if $(filter train,$*),train-2M,valid-800K).txt
+
+data-cpu: setup $(CPU_DATA)/train.npy $(CPU_DATA)/valid.npy
+
+reproduce: setup
+ifeq ($(SCALE),cpu)
+	$(MAKE) data-cpu
+	for s in $(CPU_SWEEPS); do $(PY) -m cs336 sweep configs/sweeps/$$s.toml --parallel 1 || exit 1; done
+	$(MAKE) figures
+else ifeq ($(SCALE),full)
+	$(PY) -m cs336 data fetch tinystories
+	$(PY) -m cs336 train-bpe --input $(TS_FULL)/TinyStoriesV2-GPT4-train.txt --vocab-size 10000 --special-token '<|endoftext|>' --out $(TS_FULL)/tokenizer-10k
+	$(PY) -m cs336 encode --tokenizer $(TS_FULL)/tokenizer-10k --special-token '<|endoftext|>' --input $(TS_FULL)/TinyStoriesV2-GPT4-train.txt --out $(TS_FULL)/tinystories-train-10k.npy
+	$(PY) -m cs336 encode --tokenizer $(TS_FULL)/tokenizer-10k --special-token '<|endoftext|>' --input $(TS_FULL)/TinyStoriesV2-GPT4-valid.txt --out $(TS_FULL)/tinystories-valid-10k.npy
+	for s in $(FULL_SWEEPS); do $(PY) -m cs336 sweep configs/sweeps/$$s.toml || exit 1; done
+	$(PY) -m cs336 data fetch owt
+	gunzip -kf $(CS336_DATA_DIR)/owt_train.txt.gz $(CS336_DATA_DIR)/owt_valid.txt.gz
+	mkdir -p $(OWT)
+	$(PY) -m cs336 train-bpe --input $(CS336_DATA_DIR)/owt_train.txt --vocab-size 32000 --special-token '<|endoftext|>' --out $(OWT)/tokenizer-32k
+	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(CS336_DATA_DIR)/owt_train.txt --out $(OWT)/owt-train-32k.npy
+	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(CS336_DATA_DIR)/owt_valid.txt --out $(OWT)/owt-valid-32k.npy
+	$(PY) -m cs336 train --config configs/owt.toml --run-dir runs/owt
+	$(PY) -m cs336 train --config configs/leaderboard.toml --run-dir runs/leaderboard
+else
+	$(error SCALE must be cpu or full, got $(SCALE))
+endif
+
+figures: setup
+	$(PY) -m cs336.experiments.plots
+
+writeup: setup
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
+	$(PY) -m cs336.experiments.writeup notebooks build/writeup.html
+	@echo "wrote build/writeup.html"
 
 clean:
 	rm -rf $(VENV) runs

@@ -19,7 +19,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download or copy the full-size corpora into the data directory")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
     f = data_sub.add_parser("fetch", help="fetch a corpus (progress bar, resume, checksum)")
-    f.add_argument("corpus", choices=["tinystories", "owt"])
+    f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)
@@ -194,13 +194,34 @@ def _run_export(args: argparse.Namespace) -> int:
     if fmt != "hf":
         raise CS336Error(f"unknown export format {fmt!r}; known: hf")
     path = export_hf(args.run, out, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config)
-    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json")
+    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # sweep
 # ---------------------------------------------------------------------------------------------
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train every point of a sweep (base config + grid of overrides), one run directory each",
+        description="Train every point of a sweep file (configs/sweeps/*.toml): a base training config "
+        "plus a grid and/or list of overrides. Points that already finished are skipped; interrupted "
+        "ones resume from their checkpoint.",
+    )
+    p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
+    p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from cs336.experiments.sweeps import run_sweep
+
+    states = run_sweep(args.sweep_file, parallel=args.parallel, dry_run=args.dry_run, out_dir=args.out_dir)
+    return 1 if any(s.startswith("failed") for s in states.values()) else 0
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +258,7 @@ _SUBCOMMANDS = [
     "_add_demo",
     "_add_generate",
     "_add_export",
+    "_add_sweep",
 ]
 
 

@@ -150,8 +150,9 @@ def sample_ids(
         raise CS336Error(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if len(prompt_ids) == 0:
         raise CS336Error("the prompt is empty: give at least one token")
-    if max(prompt_ids) >= model.vocab_size or min(prompt_ids) < 0:
-        raise CS336Error(f"prompt token ids must be in [0, {model.vocab_size}), got {max(prompt_ids)}")
+    bad = next((i for i in prompt_ids if not 0 <= i < model.vocab_size), None)
+    if bad is not None:
+        raise CS336Error(f"prompt token ids must be in [0, {model.vocab_size}), got {bad}")
     device = _model_device(model)
     generator = None
     if seed is not None:
@@ -192,12 +193,12 @@ def generate(
     tokenizer,
     prompt: str,
     max_new_tokens: int = 256,
-    *,
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int | None = None,
     seed: int | None = 0,
     stop_at_eos: bool = True,
+    *,
     use_cache: bool = True,
     slide: int | None = None,
 ) -> str:

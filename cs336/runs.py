@@ -46,16 +46,14 @@ def load_model(
 
 
 def load_tokenizer(directory: str | os.PathLike, special_tokens=DEFAULT_SPECIAL_TOKENS):
-    """The Tokenizer saved as `vocab.json` + `merges.txt` in `directory`."""
-    from cs336.tokenization import Tokenizer
+    """The Tokenizer saved as `vocab.json` + `merges.txt` in `directory` (a run directory or a
+    tokenizer directory), with `<|endoftext|>` as its special token."""
+    from cs336.tokenization.encode_file import load_tokenizer as load_tokenizer_dir
 
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CS336Error(f"tokenizer directory not found: {directory}")
-    vocab, merges = directory / VOCAB_FILE, directory / MERGES_FILE
-    if not (vocab.is_file() and merges.is_file()):
+    if directory.is_dir() and not ((directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file()):
         raise CS336Error(f"no tokenizer ({VOCAB_FILE}, {MERGES_FILE}) in {directory}: pass --tokenizer DIR")
-    return Tokenizer.from_files(vocab, merges, special_tokens=list(special_tokens))
+    return load_tokenizer_dir(directory, special_tokens=list(special_tokens))
 
 
 def check_vocab_match(model: TransformerLM, tokenizer) -> None:

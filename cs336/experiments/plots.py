@@ -1,0 +1,265 @@
+"""Figures of the experiments, in one style, built from logged runs (never by hand).
+
+Every figure carries a footer naming its scale, configuration and hardware. `make figures` calls
+`make_figures()`, which rebuilds each figure in `FIGURES` from the committed logs in `results/` and
+writes `figures/<name>.png` and `.svg`; the notebooks call the same functions.
+
+>>> fig = figure_lr_sweep("results")          # doctest: +SKIP
+>>> save_figure(fig, "06_lr_sweep")           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cs336.errors import CS336Error
+from cs336.experiments.runs import load_runs, summarize_runs, sweep_info
+
+# The configuration keys the figures read (the training config's dotted names).
+LR = "optim.lr"
+BATCH = "batch_size"
+MODEL_KEYS = ("model.vocab_size", "model.context_length", "model.d_model", "model.num_layers", "model.num_heads", "model.d_ff")
+
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "figure.figsize": (10, 6.5),
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "lines.linewidth": 1.4,
+    "svg.hashsalt": "cs336",  # stable SVG ids, so re-running `make figures` changes nothing
+}
+DIVERGED = dict(marker="x", color="crimson", markersize=9, markeredgewidth=2, linestyle="none")
+
+
+def style():
+    """The figures' matplotlib style, as a context manager: `with style(): ...`."""
+    return plt.rc_context(STYLE)
+
+
+def _finite(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: isinstance(v, (int, float)) and math.isfinite(v))
+
+
+def plot_curves(
+    ax,
+    runs: pd.DataFrame,
+    *,
+    x: str = "step",
+    y: str = "val_loss",
+    label: Callable[[pd.DataFrame], str] | None = None,
+    colors: dict[str, str] | None = None,
+) -> None:
+    """One line per run of `y` against `x`. A run that diverged ends in a red ×, at its last finite
+    value, and says "(diverged)" in the legend; non-finite values are left out of the line."""
+    for i, (run, g) in enumerate(runs.groupby("run", sort=False)):
+        g = g[g[y].notna()].sort_values(x) if y in g else g.iloc[0:0]
+        if g.empty:
+            continue
+        ok = _finite(g[y])
+        diverged = g["status"].iloc[0] == "diverged" or not ok.all()
+        text = (label(g) if label else str(run)) + (" (diverged)" if diverged else "")
+        color = (colors or {}).get(run, f"C{i % 10}")
+        ax.plot(g.loc[ok, x], g.loc[ok, y], color=color, label=text)
+        if diverged and ok.any():
+            last = g[ok].iloc[-1]
+            ax.plot([last[x]], [last[y]], **DIVERGED)
+    ax.set_xlabel({"step": "step", "tokens": "tokens", "wall_s": "wall-clock (s)"}.get(x, x))
+    ax.set_ylabel({"val_loss": "validation loss", "train_loss": "training loss"}.get(y, y))
+
+
+def plot_final(ax, summary: pd.DataFrame, key: str, *, y: str = "final_val_loss", label: str | None = None, logx: bool = True, color: str = "C0") -> None:
+    """Final loss against a swept value; diverged runs are red × at the top of the axes."""
+    s = summary.sort_values(key)
+    ok = ~s["diverged"] & _finite(s[y])
+    ax.plot(s.loc[ok, key], s.loc[ok, y], "o-", color=color, label=label)
+    if (~ok).any():
+        top = s.loc[ok, y].max() if ok.any() else 1.0
+        ax.plot(s.loc[~ok, key], [top * 1.05] * int((~ok).sum()), **DIVERGED, label="diverged")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(key.split(".")[-1])
+    ax.set_ylabel(y.replace("_", " "))
+
+
+def lr_colors(summary: pd.DataFrame, key: str = LR) -> dict[str, str]:
+    """Runs coloured along a sequential map by their value of `key` (low: light, high: dark)."""
+    values = np.log10(summary[key].astype(float))
+    span = (values.max() - values.min()) or 1.0
+    cmap = plt.get_cmap("viridis")
+    return {r: matplotlib.colors.to_hex(cmap(0.9 - 0.8 * (v - values.min()) / span)) for r, v in zip(summary["run"], values)}
+
+
+def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
+    """The provenance line every figure carries: scale, model shape, tokens, hardware."""
+    first = summary.iloc[0]
+    shape = ", ".join(f"{k.split('.')[-1]} {first[k]}" for k in MODEL_KEYS if k in summary and summary[k].nunique() == 1)
+    parts = [
+        f"scale: {info.get('scale') or '?'}",
+        f"config: {info.get('base', '?')} ({shape})",
+        f"hardware: {info.get('hardware', 'unknown')}" + (f", {info['threads_per_run']} thread(s) a run" if info.get("threads_per_run") else ""),
+    ]
+    text = " · ".join(parts) + (f"\n{note}" if note else "")
+    fig.text(0.01, 0.005, text, fontsize=7, color="0.35", va="bottom", ha="left", wrap=True)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+
+
+def _load(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    if not root.is_dir():
+        raise CS336Error(f"no results at {root}; run the sweep first (`make reproduce`)")
+    runs = load_runs(root)
+    return runs, summarize_runs(runs), sweep_info(root)
+
+
+def figure_lr_sweep(root: str | Path):
+    """Learning-rate sweep: validation loss against steps and wall-clock, training loss against
+    steps (log scale, to show spikes), and final validation loss against the learning rate."""
+    runs, summary, info = _load(Path(root))
+    colors = lr_colors(summary)
+    label = lambda g: f"lr {g[LR].iloc[0]:g}"
+    with style():
+        fig, axes = plt.subplots(2, 2)
+        plot_curves(axes[0, 0], runs, y="val_loss", label=label, colors=colors)
+        plot_curves(axes[0, 1], runs, x="wall_s", y="val_loss", label=label, colors=colors)
+        plot_curves(axes[1, 0], runs, y="train_loss", label=label, colors=colors)
+        axes[1, 0].set_yscale("log")
+        plot_final(axes[1, 1], summary, LR)
+        axes[0, 0].legend()
+        axes[0, 0].set_title("validation loss vs steps")
+        axes[0, 1].set_title("vs wall-clock (noisy: shared machine)")
+        axes[1, 0].set_title("training loss (log scale)")
+        axes[1, 1].set_title("final validation loss vs learning rate")
+        fig.suptitle(f"Learning-rate sweep ({info.get('name', Path(root).name)})")
+        footer(fig, summary, info)
+    return fig
+
+
+def figure_batch_size(root: str | Path):
+    """Batch-size sweep at equal tokens: validation loss against tokens and wall-clock, and the
+    final loss against batch size for each learning rate tried."""
+    runs, summary, info = _load(Path(root))
+    with style():
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
+        best = summary.loc[summary.groupby(BATCH)["final_val_loss"].idxmin()]
+        best_runs = runs[runs["run"].isin(best["run"])]
+        label = lambda g: f"bs {g[BATCH].iloc[0]}, lr {g[LR].iloc[0]:g}"
+        colors = lr_colors(best, BATCH)
+        plot_curves(axes[0], best_runs, x="tokens", label=label, colors=colors)
+        plot_curves(axes[1], best_runs, x="wall_s", label=label, colors=colors)
+        # the rate every batch size was tried at, and the best of those tried for each batch size
+        fixed = summary.groupby(LR)[BATCH].nunique().idxmax()
+        plot_final(axes[2], summary[summary[LR] == fixed], BATCH, label=f"fixed lr {fixed:g}", color="C0")
+        axes[2].plot(best[BATCH], best["final_val_loss"], "s--", color="C1", label="lr retuned per batch size")
+        for _, r in best.iterrows():
+            axes[2].annotate(f"{r[LR]:g}", (r[BATCH], r["final_val_loss"]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="C1")
+        axes[2].set_xscale("log", base=2)
+        axes[0].legend()
+        axes[2].legend()
+        axes[0].set_title("best lr per batch size: loss vs tokens")
+        axes[1].set_title("vs wall-clock (noisy: shared machine)")
+        axes[2].set_title("final validation loss vs batch size")
+        fig.suptitle(f"Batch-size sweep at equal tokens ({info.get('name', Path(root).name)})")
+        footer(fig, summary, info)
+    return fig
+
+
+# The four ablations: (title, the config key, its ablated value); each panel also shows the baseline.
+ABLATIONS = (
+    ("no RMSNorm", "model.norm", "none"),
+    ("post-norm", "model.norm", "post"),
+    ("NoPE (no position encoding)", "model.position", "nope"),
+    ("SiLU FFN (d_ff = 4·d_model)", "model.ffn", "silu"),
+)
+
+
+def figure_ablations(root: str | Path):
+    """Each ablation's validation loss against steps beside the baseline at the same lr(s)."""
+    runs, summary, info = _load(Path(root))
+    baseline = summary[(summary["model.norm"] == "pre") & (summary["model.position"] == "rope") & (summary["model.ffn"] == "swiglu")]
+    with style():
+        fig, axes = plt.subplots(2, 2, sharex=True)
+        for ax, (title, key, value) in zip(axes.flat, ABLATIONS):
+            ablated = summary[summary[key] == value]
+            lrs = set(ablated[LR])
+            base = baseline[baseline[LR].isin(lrs)]
+            chosen = pd.concat([base, ablated])
+            colors = {}
+            for i, lr in enumerate(sorted(lrs, reverse=True)):
+                for r in base[base[LR] == lr]["run"]:
+                    colors[r] = f"C{2 * i}"
+                for r in ablated[ablated[LR] == lr]["run"]:
+                    colors[r] = f"C{2 * i + 1}"
+            label = lambda g, key=key: f"{key.split('.')[-1]}={g[key].iloc[0]}, lr {g[LR].iloc[0]:g}"
+            plot_curves(ax, runs[runs["run"].isin(chosen["run"])], label=label, colors=colors)
+            ax.set_title(title)
+            ax.legend()
+        fig.suptitle(f"Ablations ({info.get('name', Path(root).name)})")
+        footer(fig, summary, info)
+    return fig
+
+
+def figure_leaderboard(root: str | Path):
+    """The wall-clock-budget run: validation loss against minutes, with the final value."""
+    runs, summary, info = _load(Path(root))
+    with style():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        r = runs.assign(minutes=runs["wall_s"] / 60)
+        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}")
+        ax.set_xlabel("wall-clock (min)")
+        ax.legend()
+        fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")
+        footer(fig, summary, info, note="one run on a shared machine: wall-clock results are noisy")
+    return fig
+
+
+# figure name → (builder, results folder it reads, relative to the results root)
+FIGURES: dict[str, tuple[Callable, str]] = {
+    "06_lr_sweep": (figure_lr_sweep, "lr_cpu"),
+    "06_batch_size": (figure_batch_size, "batch_size_cpu"),
+    "08_ablations": (figure_ablations, "ablations_cpu"),
+    "09_leaderboard_cpu": (figure_leaderboard, "leaderboard_cpu"),
+}
+
+
+def save_figure(fig, name: str, out_dir: str | Path = "figures", *, svg: bool = True) -> list[Path]:
+    """Write `<out_dir>/<name>.png` (and `.svg`) without timestamps, so rebuilding is byte-stable."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png"]
+    fig.savefig(paths[0], metadata={"Software": None})
+    if svg:
+        paths.append(out / f"{name}.svg")
+        with style():
+            fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return paths
+
+
+def make_figures(results: str | Path = "results", out_dir: str | Path = "figures", *, log=print) -> list[Path]:
+    """Rebuild every figure whose results exist; say which were skipped and why."""
+    written = []
+    for name, (build, folder) in FIGURES.items():
+        root = Path(results) / folder
+        if not root.is_dir():
+            log(f"skip {name}: no results in {root}")
+            continue
+        written += save_figure(build(root), name, out_dir)
+        log(f"wrote {out_dir}/{name}.png, .svg")
+    return written
+
+
+if __name__ == "__main__":
+    make_figures()
