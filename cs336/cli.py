@@ -194,7 +194,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if fmt != "hf":
         raise CS336Error(f"unknown export format {fmt!r}; known: hf")
     path = export_hf(args.run, out, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config)
-    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json")
+    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
     return 0
 
 

@@ -35,10 +35,9 @@ import torch
 from torch import Tensor
 
 from cs336.errors import CS336Error
+from cs336.generation import EOS_TOKEN
 from cs336.model.transformer import TransformerLM
 from cs336.tokenization.files import token_to_string
-
-RMS_NORM_EPS = 1e-5  # RMSNorm's default in cs336.model.layers
 
 
 def rope_adjacent_to_half(weight: Tensor, num_heads: int) -> Tensor:
@@ -81,7 +80,7 @@ def llama_config(model: TransformerLM, eos_token_id: int | None = None) -> dict:
         "head_dim": model.d_model // model.num_heads,
         "max_position_embeddings": model.context_length,
         "hidden_act": "silu",
-        "rms_norm_eps": RMS_NORM_EPS,
+        "rms_norm_eps": model.ln_final.eps,
         "rope_theta": float(model.rope_theta),
         "attention_bias": False,
         "mlp_bias": False,
@@ -161,7 +160,8 @@ def export_hf(
     tokenizer: str | os.PathLike | None = None,
     config: str | os.PathLike | dict | None = None,
 ) -> Path:
-    """Write `config.json`, `model.safetensors` and `tokenizer.json` of a run into `out_dir`."""
+    """Write `config.json`, `model.safetensors`, `tokenizer.json` and `tokenizer_config.json` of a
+    run into `out_dir`."""
     from cs336.runs import load_run
 
     model, tok = load_run(run, checkpoint=checkpoint, tokenizer=tokenizer, config=config)
@@ -180,9 +180,18 @@ def save_hf(model: TransformerLM, out_dir: str | os.PathLike, *, tokenizer=None)
     eos = None
     if tokenizer is not None:
         specials = list(getattr(tokenizer, "special_tokens", None) or [])
-        eos = next((i for i, t in tokenizer.vocab.items() if t == b"<|endoftext|>"), None)
+        eos = next((i for i, t in tokenizer.vocab.items() if t == EOS_TOKEN.encode()), None)
         spec = tokenizer_json(tokenizer.vocab, tokenizer.merges, specials)
         (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        # For `transformers.AutoTokenizer`: which token ends a text, and decode without the
+        # "clean-up" that would drop spaces before punctuation.
+        tok_config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": EOS_TOKEN if eos is not None else None,
+            "model_max_length": model.context_length,
+            "clean_up_tokenization_spaces": False,
+        }
+        (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
     (out / "config.json").write_text(json.dumps(llama_config(model, eos), indent=2) + "\n", encoding="utf-8")
     save_file(llama_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     return out

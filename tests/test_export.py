@@ -109,11 +109,13 @@ def test_cli_export_writes_a_directory_transformers_and_tokenizers_load(tmp_path
     run = make_run(tmp_path / "run", data_dir, num_merges=150, tie_embeddings=True)
     out = tmp_path / "hf"
     assert main(["export", "--run", str(run), "--to", "hf", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     model, tok = load_run(run)
-    text = "Once upon a time, Tom saw a big dog.<|endoftext|>"
+    text = "Once upon a time, Tom saw a big dog . Hi !<|endoftext|>"
     ids = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids
     assert ids == tok.encode(text)
+    auto = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert auto(text).input_ids == ids and auto.decode(ids) == text and auto.eos_token == EOS
     llama = load_llama(out)
     assert llama.config.eos_token_id == tok.encode(EOS)[0]
     # Greedy decoding agrees token for token with transformers' own generate().

@@ -261,6 +261,11 @@ def test_cli_generate_prints_prompt_and_continuation(tmp_path, data_dir, capsys,
     model, tok = load_run(run)
     expected = "The cat" + generate(model, tok, "The cat", 12, temperature=0, stop_at_eos=False)
     assert capsys.readouterr().out == expected + "\n"
+    # A bare checkpoint with its tokenizer and config gives the same text.
+    ckpt = run / "checkpoints" / "step_0000200.pt"
+    args = ["--checkpoint", str(ckpt), "--tokenizer", str(run), "--config", str(run / "config.json")]
+    assert main(["generate", *args, "--prompt", "The cat", "--max-new-tokens", "12", "--temperature", "0", "--no-eos-stop"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
 
 
 def test_cli_generate_reports_a_missing_run_in_one_line(tmp_path, capsys):

@@ -18,7 +18,7 @@ from cs336.errors import CS336Error
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
 from cs336.training.trainer import checkpoint_paths, load_run_model, train
-from engine_fixtures import byte_token_files, single_thread, subprocess_env, tiny_config  # noqa: F401 (fixture)
+from engine_fixtures import byte_token_files, single_thread, subprocess_env, tiny_config  # noqa: F401 (single_thread: autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = {"step", "tokens", "wall_s", "lr", "train_loss", "grad_norm", "tokens_per_s"}
@@ -304,3 +304,23 @@ def test_wandb_enabled_without_the_package_is_a_clear_error(tokens, tmp_path, mo
     with pytest.raises(CS336Error, match="wandb package is not installed"):
         train(tiny_config(*tokens, tmp_path / "run", max_steps=2, wandb=True), progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_a_rerun_finishes_it_identically(tokens, tmp_path, monkeypatch):
+    reference = tiny_config(*tokens, tmp_path / "reference", max_steps=12)
+    train(reference, progress=False)
+    real_step = trainer_module._Trainer.train_step
+
+    def interrupt_at_7(self, lr):
+        if self.state.step == 6:
+            raise KeyboardInterrupt
+        return real_step(self, lr)
+
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=12)
+    monkeypatch.setattr(trainer_module._Trainer, "train_step", interrupt_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(trainer_module._Trainer, "train_step", real_step)
+    assert train(cfg, progress=False)["status"] == "finished"
+    assert losses(tmp_path / "run") == losses(tmp_path / "reference")
