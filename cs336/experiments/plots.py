@@ -169,6 +169,8 @@ def figure_batch_size(root: str | Path):
         for _, r in best.iterrows():
             axes[2].annotate(f"{r[LR]:g}", (r[BATCH], r["final_val_loss"]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="C1")
         axes[2].set_xscale("log", base=2)
+        axes[2].set_xticks(sorted(summary[BATCH].unique()), [str(b) for b in sorted(summary[BATCH].unique())])
+        axes[2].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         axes[0].legend()
         axes[2].legend()
         axes[0].set_title("best lr per batch size: loss vs tokens")
