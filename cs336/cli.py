@@ -277,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CS336Error, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        msg = str(e) if isinstance(e, CS336Error) else f"{e.strerror or e}: {e.filename}"
-        print(f"error: {msg}", file=sys.stderr)
+    except (CS336Error, OSError) as e:  # OSError: a file system problem the package did not foresee
+        msg = str(e) if isinstance(e, CS336Error) else f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print("error: " + "; ".join(line.strip() for line in msg.splitlines() if line.strip()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ from typing import Any
 from cs336.data import corpus_path
 from cs336.data.registry import PROJECT_ROOT
 from cs336.errors import CS336Error
+from cs336.outputs import output_dir
 
 EOT = "<|endoftext|>"
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.toml"
@@ -65,7 +66,8 @@ def run_demo(
     from cs336.training.config import load_config
     from cs336.training.trainer import train
 
-    out_dir = Path(out_dir)
+    out_dir = output_dir(out_dir, "demo output directory")
+    load_config(config, [f"model.vocab_size={vocab_size}", *overrides])  # a bad --set fails now, not after BPE
     data_dir, run_dir = out_dir / "data", out_dir / "run"
     for d in (data_dir, run_dir):  # a fresh demo each time (only the demo's own folders)
         if d.exists():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from torch import Tensor
 from cs336.errors import CS336Error
 from cs336.generation import EOS_TOKEN
 from cs336.model.transformer import TransformerLM
+from cs336.outputs import output_dir
 from cs336.tokenization.files import token_to_string
 
 
@@ -164,6 +166,7 @@ def export_hf(
     run into `out_dir`."""
     from cs336.runs import load_run
 
+    output_dir(out_dir, "export directory", create=False)  # a bad OUT fails before the model is loaded
     model, tok = load_run(run, checkpoint=checkpoint, tokenizer=tokenizer, config=config)
     return save_hf(model, out_dir, tokenizer=tok)
 
@@ -175,23 +178,32 @@ def save_hf(model: TransformerLM, out_dir: str | os.PathLike, *, tokenizer=None)
         from safetensors.torch import save_file
     except ImportError as e:
         raise CS336Error("exporting needs the safetensors package: pip install 'cs336[export]'") from e
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    eos = None
-    if tokenizer is not None:
-        specials = list(getattr(tokenizer, "special_tokens", None) or [])
-        eos = next((i for i, t in tokenizer.vocab.items() if t == EOS_TOKEN.encode()), None)
-        spec = tokenizer_json(tokenizer.vocab, tokenizer.merges, specials)
-        (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-        # For `transformers.AutoTokenizer`: which token ends a text, and decode without the
-        # "clean-up" that would drop spaces before punctuation.
-        tok_config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "eos_token": EOS_TOKEN if eos is not None else None,
-            "model_max_length": model.context_length,
-            "clean_up_tokenization_spaces": False,
-        }
-        (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(llama_config(model, eos), indent=2) + "\n", encoding="utf-8")
-    save_file(llama_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    out = output_dir(out_dir, "export directory")
+    # Every file is written into a staging folder first and moved in only when all are complete,
+    # so a failed export leaves a previous export in `out` untouched and no half-written files.
+    stage = out / ".export.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        eos = None
+        if tokenizer is not None:
+            specials = list(getattr(tokenizer, "special_tokens", None) or [])
+            eos = next((i for i, t in tokenizer.vocab.items() if t == EOS_TOKEN.encode()), None)
+            spec = tokenizer_json(tokenizer.vocab, tokenizer.merges, specials)
+            (stage / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+            # For `transformers.AutoTokenizer`: which token ends a text, and decode without the
+            # "clean-up" that would drop spaces before punctuation.
+            tok_config = {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": EOS_TOKEN if eos is not None else None,
+                "model_max_length": model.context_length,
+                "clean_up_tokenization_spaces": False,
+            }
+            (stage / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
+        (stage / "config.json").write_text(json.dumps(llama_config(model, eos), indent=2) + "\n", encoding="utf-8")
+        save_file(llama_state_dict(model), str(stage / "model.safetensors"), metadata={"format": "pt"})
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out

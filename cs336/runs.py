@@ -18,7 +18,7 @@ from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import load_config
-from cs336.training.trainer import build_model, load_run_model
+from cs336.training.trainer import build_model, load_run_model, resolve_device
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
@@ -28,6 +28,7 @@ def load_model(
     run_or_checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None, device="cpu"
 ) -> TransformerLM:
     """The model of a run directory (its newest checkpoint) or of one checkpoint file, in eval mode."""
+    device = resolve_device(str(device))
     path = Path(run_or_checkpoint)
     if not path.exists():
         raise CS336Error(f"run directory or checkpoint not found: {path}")

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cs336.errors import CS336Error
+from cs336.outputs import output_file
 from cs336.tokenization.pretokenize import chunk_boundaries
 from cs336.tokenization.tokenizer import Tokenizer
 
@@ -162,6 +163,7 @@ def encode_file(
     size = input_path.stat().st_size
     if size == 0:
         raise CS336Error(f"input file is empty: {input_path}")
+    output_file(output_path)
     workers = max(1, workers or os.cpu_count() or 1)
     if chunk_bytes is None:
         chunk_bytes = min(max(size // (4 * workers), 1 << 20), 16 << 20)
@@ -169,7 +171,6 @@ def encode_file(
     chunks = list(zip(bounds, bounds[1:]))
     dtype = smallest_dtype(max(tokenizer.vocab) + 1)
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = output_path.with_name(output_path.name + ".partial")
     tokens = 0
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"encode {input_path.name}", disable=not progress)

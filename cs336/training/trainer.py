@@ -63,7 +63,10 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CS336Error(f"unknown device {name!r}; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CS336Error(f"device={name!r} but CUDA is not available (use device=\"auto\" or \"cpu\")")
     if device.type == "mps" and not torch.backends.mps.is_available():
