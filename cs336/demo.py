@@ -66,8 +66,9 @@ def run_demo(
     from cs336.training.config import load_config
     from cs336.training.trainer import train
 
-    out_dir = output_dir(out_dir, "demo output directory")
-    load_config(config, [f"model.vocab_size={vocab_size}", *overrides])  # a bad --set fails now, not after BPE
+    # A bad --out or --set fails now, before anything is written, not after the BPE.
+    out_dir = output_dir(out_dir, "demo output directory", create=False)
+    load_config(config, [f"model.vocab_size={vocab_size}", *overrides])
     data_dir, run_dir = out_dir / "data", out_dir / "run"
     for d in (data_dir, run_dir):  # a fresh demo each time (only the demo's own folders)
         if d.exists():

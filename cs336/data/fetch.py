@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from cs336.data.registry import CORPORA, RemoteFile, data_dir
 from cs336.errors import CS336Error
+from cs336.outputs import output_dir
 
 CHUNK = 1 << 20  # 1 MiB reads: large enough to be fast, small enough for a smooth progress bar
 USER_AGENT = "cs336-data-fetch"
@@ -40,11 +41,15 @@ def fetch(corpus: str, *, mirror: str | os.PathLike | None = None, dest: str | o
     directory); return the final paths. Files already present and verified are left alone."""
     if corpus not in CORPORA:
         raise CS336Error(f"unknown corpus {corpus!r}; known: {', '.join(CORPORA)}")
-    dest_dir = Path(dest).expanduser() if dest is not None else data_dir()
-    dest_dir.mkdir(parents=True, exist_ok=True)
     mirror_dir = Path(mirror).expanduser() if mirror is not None else None
     if mirror_dir is not None and not mirror_dir.is_dir():
         raise CS336Error(f"mirror directory not found: {mirror_dir}")
+    dest_dir = Path(dest).expanduser() if dest is not None else data_dir()
+    if mirror_dir is not None:  # a mirror without the files fails before anything is created
+        for f in CORPORA[corpus].files:
+            if not (dest_dir / f.name).exists() and not (mirror_dir / f.name).is_file():
+                raise CS336Error(f"{f.name} not found in mirror {mirror_dir}")
+    output_dir(dest_dir, "data directory")
     return [fetch_file(f, dest_dir, mirror=mirror_dir, progress=progress, timeout=timeout) for f in CORPORA[corpus].files]
 
 
