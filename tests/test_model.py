@@ -405,11 +405,11 @@ def test_token_positions_default_to_arange_and_only_differences_matter():
     lm = tiny_lm(context_length=64)
     ids = torch.randint(0, 53, (2, 10))
     out = lm(ids)
-    torch.testing.assert_close(lm(ids, torch.arange(10)), out)
+    torch.testing.assert_close(lm(ids, token_positions=torch.arange(10)), out)
     # RoPE sees only position differences, so a shifted window gives the same logits ...
-    torch.testing.assert_close(lm(ids, torch.arange(10).expand(2, 10) + 37), out, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lm(ids, token_positions=torch.arange(10).expand(2, 10) + 37), out, atol=1e-4, rtol=1e-4)
     # ... while spreading the positions out changes them
-    assert not torch.allclose(lm(ids, 3 * torch.arange(10)), out, atol=1e-3)
+    assert not torch.allclose(lm(ids, token_positions=3 * torch.arange(10)), out, atol=1e-3)
 
 
 def test_lm_accepts_extra_batch_dims():

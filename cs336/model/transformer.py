@@ -131,8 +131,8 @@ class TransformerLM(nn.Module):
     def forward(
         self,
         token_ids: Int[Tensor, "... seq"],
-        token_positions: Int[Tensor, "... seq"] | None = None,
         *,
+        token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: KVCache | None = None,
     ) -> Float[Tensor, "... seq vocab"]:
         """With `kv_cache` (see `cs336.model.kv_cache`), `token_ids` are the tokens after the

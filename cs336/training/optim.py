@@ -107,7 +107,7 @@ def get_lr_cosine_schedule(it: int, max_learning_rate: float, min_learning_rate:
 
 
 @torch.no_grad()
-def gradient_clipping(parameters: Iterable[nn.Parameter], max_l2_norm: float, eps: float = 1e-6) -> torch.Tensor:
+def gradient_clipping(parameters: Iterable[nn.Parameter], max_l2_norm: float, *, eps: float = 1e-6) -> torch.Tensor:
     """Scale all gradients by max/(‖g‖₂ + eps) in place when their global L2 norm exceeds `max_l2_norm`.
 
     Parameters without a gradient are skipped. Returns the norm before clipping (for logging).
