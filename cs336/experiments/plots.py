@@ -241,14 +241,13 @@ FIGURES: dict[str, tuple[Callable, str]] = {
 
 def save_figure(fig, name: str, out_dir: str | Path = "figures", *, svg: bool = True) -> list[Path]:
     """Write `<out_dir>/<name>.png` (and `.svg`) without timestamps, so rebuilding is byte-stable."""
+    from cs336.figures import save_figure as save_one
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png"]
-    fig.savefig(paths[0], metadata={"Software": None})
+    paths = [save_one(fig, out / f"{name}.png")]
     if svg:
-        paths.append(out / f"{name}.svg")
         with style():
-            fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
+            paths.append(save_one(fig, out / f"{name}.svg"))
     plt.close(fig)
     return paths
 
