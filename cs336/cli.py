@@ -11,14 +11,32 @@ import sys
 
 from cs336.errors import CS336Error
 
+# Help texts keep their line breaks (the examples) and show each option's default.
+_FORMAT = dict(formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
 
 # ---------------------------------------------------------------------------------------------
 # data fetch
 # ---------------------------------------------------------------------------------------------
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="download or copy the full-size corpora into the data directory")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
-    f = data_sub.add_parser("fetch", help="fetch a corpus (progress bar, resume, checksum)")
+    p = sub.add_parser(
+        "data", help="download or copy the full-size corpora into the data directory",
+        description="Manage the full-size corpora (the shared samples need nothing).", **_FORMAT,
+        epilog=_examples("cs336 data fetch tinystories", "cs336 data fetch owt --mirror /mnt/corpora"),
+    )
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}", help="what to do")
+    f = data_sub.add_parser(
+        "fetch", help="fetch a corpus (progress bar, resume, checksum)",
+        description="Download a corpus into the data directory, resuming a partial download and checking "
+        "each file's SHA-256; files already present and verified are left alone. A file only ever "
+        "appears under its final name once complete.", **_FORMAT,
+        epilog=_examples("cs336 data fetch tinystories", "cs336 data fetch owt --dest /big/disk/data",
+                         "cs336 data fetch tinystories --mirror /mnt/corpora   # copy, no network"),
+    )
     f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
@@ -39,7 +57,12 @@ def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-bpe",
         help="train a byte-level BPE tokenizer on a text file",
-        description="Train a byte-level BPE and write vocab.json and merges.txt (GPT-2 format) and stats.json.",
+        description="Train a byte-level BPE and write vocab.json and merges.txt (GPT-2 format) and stats.json "
+        "(timings, peak memory, longest token) into the output directory.", **_FORMAT,
+        epilog=_examples(
+            "cs336 train-bpe --input data/tinystories/TinyStoriesV2-GPT4-train.txt --vocab-size 10000 \\",
+            "    --special-token '<|endoftext|>' --out runs/tok-10k",
+        ),
     )
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 training text")
     p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="bytes + merges + special tokens")
@@ -77,7 +100,9 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         help="encode a text file to a .npy array of token ids (parallel, bounded memory)",
         description="Encode a UTF-8 text file with a trained BPE tokenizer into a .npy array of token ids "
         "(uint16 when the vocabulary has at most 65,536 ids, else uint32), in parallel across processes. "
-        "The ids equal Tokenizer.encode of the whole file.",
+        "The ids equal Tokenizer.encode of the whole file. The output appears only when complete.",
+        **_FORMAT,
+        epilog=_examples("cs336 encode --tokenizer runs/tok-10k --input train.txt --out train.npy"),
     )
     p.add_argument("--tokenizer", metavar="DIR", help="directory holding vocab.json and merges.txt (train-bpe output)")
     p.add_argument("--vocab", metavar="FILE", help="GPT-2-format vocab.json (overrides DIR/vocab.json)")
@@ -113,7 +138,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train (or resume) a Transformer LM from a TOML config",
         description="Train a Transformer LM; resumes from the newest checkpoint in the run directory. "
-        "Under `torchrun --nproc_per_node N -m cs336 train ...` it trains data-parallel.",
+        "Under `torchrun --nproc_per_node N -m cs336 train ...` it trains data-parallel.", **_FORMAT,
+        epilog=_examples(
+            "cs336 train --config configs/tinystories.toml",
+            "cs336 train --config configs/tinystories.toml --set optim.lr=3e-3 --set max_steps=1000 --run-dir runs/lr3e-3",
+            "torchrun --nproc_per_node 2 -m cs336 train --config configs/owt.toml",
+        ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config (e.g. configs/tinystories.toml) or a run's config.json")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-3 (repeatable)")
@@ -152,16 +182,24 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="sample text from a trained model")
+    p = sub.add_parser(
+        "generate", help="sample text from a trained model",
+        description="Continue a prompt with a trained model (temperature, top-p and top-k sampling, KV cache) "
+        "and print the prompt and its continuation.", **_FORMAT,
+        epilog=_examples(
+            "cs336 generate --run runs/demo/run --prompt 'Once upon a time' --temperature 0.8 --top-p 0.95",
+            "cs336 generate --checkpoint ckpt.pt --config configs/tinystories.toml --tokenizer runs/tok-10k --prompt 'The'",
+        ),
+    )
     _add_model_source(p)
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="tokens to sample at most (default: 256)")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default: 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass to keep (default: 1.0 = all)")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
     p.add_argument("--no-eos-stop", action="store_true", help="keep going past <|endoftext|>")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
     p.set_defaults(func=_run_generate)
 
 
@@ -181,7 +219,13 @@ def _run_generate(args: argparse.Namespace) -> int:
 # export
 # ---------------------------------------------------------------------------------------------
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a trained model in another format (Hugging Face Llama)")
+    p = sub.add_parser(
+        "export", help="write a trained model in another format (Hugging Face Llama)",
+        description="Write a trained model as a Hugging Face Llama directory (config.json, model.safetensors, "
+        "tokenizer.json, tokenizer_config.json) that transformers loads with AutoModelForCausalLM and "
+        "AutoTokenizer. The files replace earlier ones only when all are written.", **_FORMAT,
+        epilog=_examples("cs336 export --run runs/demo/run --to hf runs/demo/hf"),
+    )
     _add_model_source(p)
     p.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "OUT"), help="`hf OUT`: a Hugging Face directory")
     p.set_defaults(func=_run_export)
@@ -207,10 +251,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         help="train every point of a sweep (base config + grid of overrides), one run directory each",
         description="Train every point of a sweep file (configs/sweeps/*.toml): a base training config "
         "plus a grid and/or list of overrides. Points that already finished are skipped; interrupted "
-        "ones resume from their checkpoint.",
+        "ones resume from their checkpoint.", **_FORMAT,
+        epilog=_examples("cs336 sweep configs/sweeps/lr_cpu.toml --dry-run", "cs336 sweep configs/sweeps/lr_cpu.toml --parallel 2"),
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
-    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default 1)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
     p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
     p.set_defaults(func=_run_sweep)
@@ -232,12 +277,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="end to end in a few minutes: train BPE, encode, train a small LM, write a story",
         description="Train a BPE tokenizer on TinyStories, encode it, train a small Transformer LM on a "
-        "wall-clock budget (configs/demo.toml) and sample a story. Output goes to runs/demo/.",
+        "wall-clock budget (configs/demo.toml) and sample a story. Output goes to runs/demo/.", **_FORMAT,
+        epilog=_examples("cs336 demo", "cs336 demo --set max_minutes=0.5 --prompt 'The dog'"),
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
     p.add_argument("--vocab-size", type=int, default=2000, metavar="N", help="BPE vocabulary size (default: 2000)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training config value, e.g. --set max_minutes=1 (repeatable)")
-    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning")
+    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning (default: 'Once upon a time')")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -255,19 +301,22 @@ _SUBCOMMANDS = [
     "_add_train_bpe",
     "_add_encode",
     "_add_train",
-    "_add_demo",
     "_add_generate",
     "_add_export",
     "_add_sweep",
+    "_add_demo",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cs336",
-        description="Language modeling from scratch: tokenizer, Transformer LM, training, decoding.",
+        description="Language modeling from scratch: tokenizer, Transformer LM, training, decoding.", **_FORMAT,
+        epilog="the pipeline, one command a stage:\n"
+        "  cs336 train-bpe -> cs336 encode -> cs336 train -> cs336 generate / cs336 export\n"
+        "  cs336 demo runs them all in a few minutes; `cs336 COMMAND --help` shows each one's options",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="one stage of the pipeline")
     for name in _SUBCOMMANDS:
         globals()[name](sub)
     return parser
