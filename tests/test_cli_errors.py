@@ -18,7 +18,7 @@ from cs336 import Tokenizer
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.tokenization.files import save_vocab_merges
-from tests.run_factory import gpt2_bpe, make_run
+from run_factory import gpt2_bpe, make_run
 
 TEXT = "Once upon a time there was a cat.<|endoftext|>The cat sat on the mat and was happy.\n" * 20
 
@@ -161,7 +161,7 @@ def test_decode_of_an_unknown_id_names_it():
 
 
 def test_every_subcommand_has_a_bad_input_case():
-    from tests.test_cli import subcommands
+    from test_cli import subcommands
 
     covered = {c[1].split()[0] for c in CASES}
     assert covered >= set(subcommands())

@@ -128,3 +128,19 @@ def test_cli_export_refuses_unknown_formats(tmp_path, data_dir, capsys):
     run = make_run(tmp_path / "run", data_dir, num_merges=50)
     assert main(["export", "--run", str(run), "--to", "onnx", str(tmp_path / "x")]) == 2
     assert "error: unknown export format 'onnx'" in capsys.readouterr().err
+
+
+def test_a_failed_export_keeps_the_previous_one_and_leaves_no_partial_files(tmp_path, monkeypatch):
+    out = tmp_path / "hf"
+    save_hf(trained_looking_lm(seed=0), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a file")
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr("safetensors.torch.save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_hf(trained_looking_lm(seed=1), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
