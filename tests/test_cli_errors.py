@@ -174,3 +174,17 @@ def test_a_good_run_of_the_same_world_succeeds(world, tmp_path, capsys):
     assert main(["generate", "--run", str(world / "run"), "--prompt", "hi", "--max-new-tokens", "2"]) == 0
     assert main(["export", "--run", str(world / "run"), "--to", "hf", str(tmp_path / "hf")]) == 0
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"] == 457
+
+
+def test_the_installed_command_line_prints_one_error_line(tmp_path):
+    """The same contract through `python -m cs336` in a fresh process (no capsys, real exit code)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cs336", "encode", "--tokenizer", str(tmp_path / "nope"), "--input", "x", "--out", "y"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"error: tokenizer directory not found: {tmp_path / 'nope'}"]
+    assert out.stdout == ""
