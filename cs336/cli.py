@@ -19,6 +19,23 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes, like package errors, are one line: `error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 # ---------------------------------------------------------------------------------------------
 # data fetch
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +88,7 @@ def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
         help="a special token (repeatable), e.g. '<|endoftext|>'",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--workers", type=int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_train_bpe)
 
@@ -114,7 +131,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
         "default: those in DIR/stats.json written by train-bpe, else none",
     )
-    p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_encode)
 
@@ -122,8 +139,6 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 def _run_encode(args: argparse.Namespace) -> int:
     from cs336.tokenization.encode_file import encode_file, load_tokenizer
 
-    if args.workers is not None and args.workers < 1:
-        raise CS336Error(f"--workers must be at least 1, got {args.workers}")
     tokenizer = load_tokenizer(args.tokenizer, vocab=args.vocab, merges=args.merges, special_tokens=args.special_token)
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
@@ -255,7 +270,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         epilog=_examples("cs336 sweep configs/sweeps/lr_cpu.toml --dry-run", "cs336 sweep configs/sweeps/lr_cpu.toml --parallel 2"),
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
-    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default: 1)")
+    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N", help="train N points at a time (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
     p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
     p.set_defaults(func=_run_sweep)
@@ -309,7 +324,7 @@ _SUBCOMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cs336",
         description="Language modeling from scratch: tokenizer, Transformer LM, training, decoding.", **_FORMAT,
         epilog="the pipeline, one command a stage:\n"

@@ -81,6 +81,9 @@ CASES = [
     ("bpe-input-is-dir", "train-bpe --input {w}/adir --vocab-size 300 --out {w}/o --no-progress", "not a file"),
     ("bpe-undecodable", "train-bpe --input {w}/latin1.txt --vocab-size 300 --out {w}/o --no-progress --workers 1", "utf-8"),
     ("bpe-vocab-too-small", "train-bpe --input {w}/text.txt --vocab-size 256 --special-token <|endoftext|> --out {w}/o --no-progress", "too small"),
+    ("bpe-zero-workers", "train-bpe --input {w}/text.txt --vocab-size 260 --out {w}/o --workers 0", "--workers"),
+    ("bpe-vocab-size-not-a-number", "train-bpe --input {w}/text.txt --vocab-size 10k --out {w}/o", "--vocab-size"),
+    ("bpe-missing-out", "train-bpe --input {w}/text.txt --vocab-size 260", "--out"),
     ("bpe-out-is-file", "train-bpe --input {w}/text.txt --vocab-size 260 --out {w}/text.txt --no-progress --workers 1", "is a file"),
     ("bpe-out-under-file", "train-bpe --input {w}/text.txt --vocab-size 260 --out {w}/text.txt/tok --no-progress --workers 1", "text.txt"),
     # encode
@@ -128,6 +131,8 @@ CASES = [
     ("sweep-bad-toml", "sweep {w}/bad.toml --dry-run", "toml"),
     ("sweep-without-base", "sweep {w}/sweep_no_base.toml --dry-run", "base"),
     ("sweep-zero-parallel", "sweep {w}/sweep_no_base.toml --parallel 0", "--parallel"),
+    ("unknown-command", "trian --config x", "invalid choice"),
+    ("gen-run-and-checkpoint", "generate --run " + RUN + " --checkpoint x.pt --prompt hi", "not allowed with"),
     # data fetch
     ("fetch-missing-mirror", "data fetch tinystories --mirror {w}/nope --dest {w}/d", "mirror"),
     ("fetch-mirror-without-files", "data fetch tinystories --mirror {w}/adir --dest {w}/d", "not found in mirror"),
@@ -142,7 +147,10 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, argv, expected, 
     import shlex
 
     before = snapshot(world)
-    status = main([a.replace("{w}", str(world)) for a in shlex.split(argv)])
+    try:
+        status = main([a.replace("{w}", str(world)) for a in shlex.split(argv)])
+    except SystemExit as e:  # a usage mistake, caught while parsing the arguments
+        status = e.code
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert status == 2, err
