@@ -39,6 +39,9 @@ def world(tmp_path_factory, data_dir) -> Path:
     (w / "bad_merges").mkdir()
     (w / "bad_merges" / "vocab.json").write_bytes((w / "tok" / "vocab.json").read_bytes())
     (w / "bad_merges" / "merges.txt").write_text("#version: 0.2\nĠ t h\n")
+    (w / "foreign_merges").mkdir()  # well-formed, but merges tokens the vocab lacks
+    (w / "foreign_merges" / "vocab.json").write_bytes((w / "tok" / "vocab.json").read_bytes())
+    (w / "foreign_merges" / "merges.txt").write_text("#version: 0.2\nzz qq\n")
     (w / "no_tok").mkdir()
     # an earlier encode's output and an earlier export: a failed rerun must leave them alone
     np.save(w / "ids.npy", np.arange(50, dtype=np.uint16))
@@ -92,6 +95,7 @@ CASES = [
     ("enc-tokenizer-dir-empty", "encode --tokenizer {w}/no_tok --input {w}/text.txt --out {w}/o.npy", "vocab.json"),
     ("enc-corrupt-vocab", "encode --tokenizer {w}/bad_vocab --input {w}/text.txt --out {w}/o.npy", "vocab"),
     ("enc-corrupt-merges", "encode --tokenizer {w}/bad_merges --input {w}/text.txt --out {w}/o.npy", "merges.txt"),
+    ("enc-merges-of-another-vocab", "encode --tokenizer {w}/foreign_merges --input {w}/text.txt --out {w}/o.npy", "merges.txt does not fit"),
     ("enc-missing-input", "encode --tokenizer " + TOK + " --input {w}/nope.txt --out {w}/o.npy", "not found"),
     ("enc-input-is-dir", "encode --tokenizer " + TOK + " --input {w}/adir --out {w}/o.npy", "not a file"),
     ("enc-empty-input", "encode --tokenizer " + TOK + " --input {w}/empty.txt --out {w}/o.npy", "empty"),

@@ -227,7 +227,10 @@ class Tokenizer:
     ) -> Tokenizer:
         """Load GPT-2-format `vocab.json` + `merges.txt` (as written by `save` or by GPT-2)."""
         vocab, merges = load_vocab_merges(vocab_filepath, merges_filepath)
-        return cls(vocab, merges, special_tokens, **options)
+        try:
+            return cls(vocab, merges, special_tokens, **options)
+        except CS336Error as e:  # the files disagree: say which files
+            raise CS336Error(f"{merges_filepath} does not fit {vocab_filepath}: {e}") from None
 
     def save(self, vocab_filepath: str | os.PathLike, merges_filepath: str | os.PathLike) -> None:
         """Write GPT-2-format files; `from_files` reads them back to an equal tokenizer."""
