@@ -261,8 +261,11 @@ ADVERSARIAL = [
     f"{EOT}{EOT}{EOT}a{EOT} {EOT}\n{EOT}{EOT}b ",
     f"<|endoftext|<|endoftext|>|>{EOT}{EOT[:-1]} {EOT[1:]}",
     "!!! ??? ...   ---",
+    '{"key":"value","n":[1,2.5e3,null],"s":"it\'s","t":"we\'ll"}',
+    "中文没有空格，但有标点。下一句！café\u0301e\u0301x\u0301.y's'll've'd",
 ]
-ALPHABET = ["a", "b", " ", "  ", "\n", "\n\n", "\t", "'", "s", "1", ".", "\u3000", "é", "🙂", "\x1c", EOT, "<|", "|>"]
+ALPHABET = ["a", "b", " ", "  ", "\n", "\n\n", "\t", "'", "s", "l", "1", ".", "\u3000", "é", "\u0301", "中", "，",
+            "🙂", "\x1c", EOT, "<|", "|>"]
 
 
 def _random_texts(n: int, seed: int = 0) -> list[str]:
@@ -324,6 +327,15 @@ def test_chunked_parallel_counts_equal_whole_text_counts_on_real_files(path, spe
     expected = _reference_counts(path.read_text(encoding="utf-8"), special_tokens)
     small = max(1, path.stat().st_size // 50)
     assert count_pretokens_in_file(path, special_tokens, num_workers=2, chunk_bytes=small) == expected
+
+
+def test_text_without_whitespace_is_still_cut_into_chunks(tmp_path):
+    path = tmp_path / "minified.txt"
+    text = '{"story":"once","upon":["a","time"],"n":12}' * 2000  # 90 kB, no whitespace at all
+    path.write_text(text, encoding="utf-8")
+    bounds = chunk_boundaries(path, 1000, [])
+    assert len(bounds) > 50
+    assert count_pretokens_in_file(path, [], num_workers=2, chunk_bytes=1000) == _reference_counts(text, [])
 
 
 def test_long_document_without_special_tokens_is_still_cut_into_chunks():

@@ -83,12 +83,18 @@ def pretokenize(text: str) -> list[str]:
 #    end). So a match boundary sits at the cut in both cases and every match is the same.
 #    A cut at *any* whitespace would not be safe: "a\n\nb" gives ['a', '\n', '\n', 'b'] but
 #    "a\n\n" + "b" gives ['a', '\n\n', 'b'] (the lone `\s+(?!\S)` sees the end of the text).
+# 3. Between a letter and a character that is neither a letter nor whitespace, `...x|.` or
+#    `...x|1`, when no special token overlaps the cut. Only a letter run or a contraction can
+#    hold the letter; a letter run stops at the non-letter, and a contraction ending past the
+#    cut would need a letter there ("'ll"). This rule lets text without whitespace (CJK with
+#    punctuation, minified data) be cut too. (A symbol before a letter is not safe: "'|s".)
 #
 # Chunks are therefore found near evenly spaced offsets with only a small window read around
 # each, and every worker reads just its own byte range, so memory is bounded by the chunk size
 # and the number of distinct pre-tokens, never by the file size.
 
-_WHITESPACE_AFTER_NON_WHITESPACE = regex.compile(r"(?<=\S)(?=\s)")
+# Rules 2 and 3 as one pattern matching the empty string at each such position.
+_SAFE_CUT = regex.compile(r"(?<=\S)(?=\s)|(?<=\p{L})(?=[^\s\p{L}])")
 
 
 def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ...] | None = None) -> bool:
@@ -96,6 +102,8 @@ def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ..
 
     >>> is_safe_split("a b", 1), is_safe_split("a\\n\\nb", 3), is_safe_split("x<|e|>y", 1, ["<|e|>"])
     (True, False, True)
+    >>> is_safe_split("a.b", 1), is_safe_split("a.b", 2), is_safe_split("it's", 2), is_safe_split("it's", 3)
+    (True, False, True, False)
     """
     if pos <= 0 or pos >= len(text):
         return True
@@ -108,7 +116,7 @@ def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ..
             start = text.find(tok, start + 1)
     if any(text.startswith(tok, pos) for tok in special_tokens or ()):
         return True
-    return _WHITESPACE_AFTER_NON_WHITESPACE.match(text, pos) is not None
+    return _SAFE_CUT.match(text, pos) is not None
 
 
 def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Iterator[int]:
@@ -120,7 +128,7 @@ def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...
             yield start
             start = text.find(tok, start + 1)
 
-    streams = [(m.start() for m in _WHITESPACE_AFTER_NON_WHITESPACE.finditer(text))]
+    streams = [(m.start() for m in _SAFE_CUT.finditer(text))]
     streams += [occurrences(tok) for tok in special_tokens or ()]
     return heapq.merge(*streams)
 
