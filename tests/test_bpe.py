@@ -110,7 +110,8 @@ def test_merges_agree_with_hf_tokenizers_up_to_tie_order(tmp_path):
     hf = tokenizers.Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False)
+    hf.train_from_iterator([text], trainer)
     hf_merges = [m.split(" ") if isinstance(m, str) else m for m in json.loads(hf.to_str())["model"]["merges"]]
     hf_merges = [(string_to_token(a), string_to_token(b)) for a, b in hf_merges]
     assert len(hf_merges) == n
