@@ -48,7 +48,9 @@ def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
         help="a special token (repeatable), e.g. '<|endoftext|>'",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--workers", type=int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_train_bpe)
 
@@ -63,7 +65,8 @@ def _run_train_bpe(args: argparse.Namespace) -> int:
     print(
         f"vocab {stats['vocab_size']} ({stats['num_merges']} merges) in {stats['total_seconds']:.2f} s "
         f"(pre-tokenize {stats['pretokenize_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s), "
-        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r} -> {args.out}"
+        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r}"
+        f" -> {args.out}"
     )
     return 0
 

@@ -288,7 +288,9 @@ def train_bpe_to_dir(
     from cs336.tokenization.files import save_vocab_merges
 
     stats: dict = {}
-    vocab, merges = train_bpe(input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats)
+    vocab, merges = train_bpe(
+        input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats
+    )
     os.makedirs(out_dir, exist_ok=True)
     save_vocab_merges(vocab, merges, os.path.join(out_dir, "vocab.json"), os.path.join(out_dir, "merges.txt"))
     longest = stats.pop("longest_token")
