@@ -84,7 +84,7 @@ figures: setup
 	$(PY) -m cs336.experiments.plots
 
 writeup: setup
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
+	$(PY) -c "import nbconvert" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
 	$(PY) -m cs336.experiments.writeup notebooks build/writeup.html
 	@echo "wrote build/writeup.html"
 
