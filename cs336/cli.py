@@ -19,7 +19,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download or copy the full-size corpora into the data directory")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}")
     f = data_sub.add_parser("fetch", help="fetch a corpus (progress bar, resume, checksum)")
-    f.add_argument("corpus", choices=["tinystories", "owt"])
+    f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)
@@ -68,7 +68,6 @@ def _run_train_bpe(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------------------------------------
 # encode
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +85,9 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text to encode")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
     p.add_argument(
-        "--special-token", action="append", default=[], metavar="T",
-        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'",
+        "--special-token", action="append", default=None, metavar="T",
+        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
+        "default: those in DIR/stats.json written by train-bpe, else none",
     )
     p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -103,7 +103,6 @@ def _run_encode(args: argparse.Namespace) -> int:
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
     return 0
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,11 +143,59 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # generate
 # ---------------------------------------------------------------------------------------------
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a training run directory (config.json, checkpoints/, tokenizer)")
+    src.add_argument("--checkpoint", metavar="FILE", help="one checkpoint file (then give --tokenizer)")
+    p.add_argument("--tokenizer", metavar="DIR", help="directory with vocab.json and merges.txt (default: the run's)")
+    p.add_argument("--config", metavar="FILE", help="config with the model section (default: the run's or the checkpoint's)")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="sample text from a trained model")
+    _add_model_source(p)
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="default: 256")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass to keep (default: 1.0 = all)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
+    p.add_argument("--no-eos-stop", action="store_true", help="keep going past <|endoftext|>")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from cs336.generation import generate_from_run
+
+    text = generate_from_run(
+        args.run, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config, prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        seed=args.seed, stop_at_eos=not args.no_eos_stop, device=args.device,
+    )
+    print(args.prompt + text)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained model in another format (Hugging Face Llama)")
+    _add_model_source(p)
+    p.add_argument("--to", nargs=2, required=True, metavar=("FORMAT", "OUT"), help="`hf OUT`: a Hugging Face directory")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from cs336.export import export_hf
+
+    fmt, out = args.to
+    if fmt != "hf":
+        raise CS336Error(f"unknown export format {fmt!r}; known: hf")
+    path = export_hf(args.run, out, checkpoint=args.checkpoint, tokenizer=args.tokenizer, config=args.config)
+    print(f"wrote {path}/config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +227,26 @@ def _run_sweep(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end to end in a few minutes: train BPE, encode, train a small LM, write a story",
+        description="Train a BPE tokenizer on TinyStories, encode it, train a small Transformer LM on a "
+        "wall-clock budget (configs/demo.toml) and sample a story. Output goes to runs/demo/.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
+    p.add_argument("--vocab-size", type=int, default=2000, metavar="N", help="BPE vocabulary size (default: 2000)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training config value, e.g. --set max_minutes=1 (repeatable)")
+    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from cs336.demo import run_demo
+
+    run_demo(args.out, vocab_size=args.vocab_size, overrides=args.overrides, prompt=args.prompt, progress=not args.no_progress)
+    return 0
 
 
 # Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
@@ -188,6 +255,9 @@ _SUBCOMMANDS = [
     "_add_train_bpe",
     "_add_encode",
     "_add_train",
+    "_add_demo",
+    "_add_generate",
+    "_add_export",
     "_add_sweep",
 ]
 

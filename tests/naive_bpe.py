@@ -27,7 +27,8 @@ def naive_pretoken_counts(text: str, special_tokens: list[str]) -> Counter[tuple
     return counts
 
 
-def naive_train_bpe(input_path, vocab_size: int, special_tokens: list[str]):
+def naive_train_bpe(input_path, vocab_size: int, special_tokens: list[str], log: list | None = None):
+    """`(set of token bytes, merges)`; `log`, if given, receives `(pair, count, tied)` per merge."""
     with open(input_path, encoding="utf-8") as f:
         text = f.read()
     words = naive_pretoken_counts(text, special_tokens)
@@ -42,6 +43,8 @@ def naive_train_bpe(input_path, vocab_size: int, special_tokens: list[str]):
             break
         best = max(pairs, key=lambda p: (pairs[p], p))
         merges.append(best)
+        if log is not None:
+            log.append((best, pairs[best], sum(c == pairs[best] for c in pairs.values()) > 1))
         tokens.add(best[0] + best[1])
         merged_words: Counter[tuple[bytes, ...]] = Counter()
         for word, count in words.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import regex
 
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.bpe import _heap_key, _merge_word, train_bpe
+from cs336.tokenization.bpe import _heap_key, _merge_pair, train_bpe
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
     _WHITESPACE,
@@ -85,6 +86,40 @@ def test_train_bpe_equals_naive_trainer_on_real_text(tmp_path, name, source, voc
     assert len(vocab) == vocab_size
 
 
+def test_merges_agree_with_hf_tokenizers_up_to_tie_order(tmp_path):
+    # HF's BpeTrainer uses the same GPT-2 pre-tokenization and the same greedy rule, but breaks
+    # ties differently (by pair ids) and splits its training files into lines. On one line of
+    # text the merges must agree up to the order of pairs tied on the same count: exactly until
+    # the first tie, and as sets after every step where the count drops.
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import models, pre_tokenizers, trainers
+
+    from cs336.tokenization.files import string_to_token
+
+    text = (FIXTURES / "corpus.en").read_text(encoding="utf-8").replace("\n", " ")
+    path = tmp_path / "one_line.txt"
+    path.write_text(text, encoding="utf-8")
+    n = 50
+    _, merges = train_bpe(path, 256 + n, [])
+    log: list = []
+    naive_train_bpe(path, 256 + n, [], log=log)
+    counts = [count for _, count, _ in log]
+    first_tie = next(i for i, (_, _, tied) in enumerate(log) if tied)
+    assert first_tie >= 20  # the comparison is not vacuous
+
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False))
+    hf_merges = [m.split(" ") if isinstance(m, str) else m for m in json.loads(hf.to_str())["model"]["merges"]]
+    hf_merges = [(string_to_token(a), string_to_token(b)) for a, b in hf_merges]
+    assert len(hf_merges) == n
+    assert merges[:first_tie] == hf_merges[:first_tie]
+    for k in range(1, n):
+        if counts[k - 1] > counts[k]:
+            assert set(merges[:k]) == set(hf_merges[:k]), k
+
+
 def test_overlapping_special_tokens_in_text_split_longest_first(tmp_path):
     # Runs of one, two and three end-of-text markers: the doubled token must win where it fits,
     # and no merge may see the markers' bytes.
@@ -112,10 +147,38 @@ def test_heap_key_orders_tokens_in_reverse_byte_order():
     assert sorted(tokens, key=_heap_key) == sorted(tokens, reverse=True)
 
 
-def test_merge_word_replaces_non_overlapping_pairs_left_to_right():
-    assert _merge_word((1, 1, 1), 1, 1, 7) == (7, 1)
-    assert _merge_word((1, 1, 1, 1), 1, 1, 7) == (7, 7)
-    assert _merge_word((2, 1, 2), 1, 1, 7) == (2, 1, 2)
+def test_merging_replaces_non_overlapping_pairs_left_to_right(tmp_path):
+    # "aaa" has the pair (a, a) twice, overlapping: BPE merges the left one, giving "aa a";
+    # " aaaa" gives " aa aa". Then three pairs are tied at 1 and the greatest wins each time.
+    path = tmp_path / "a.txt"
+    path.write_text("aaa aaaa", encoding="utf-8")
+    _, merges = train_bpe(path, 259, [])
+    assert merges == [(b"a", b"a"), (b"aa", b"aa"), (b"aa", b"a")]
+    assert merges == naive_train_bpe(path, 259, [])[1]
+
+
+def _recount(words, counts):
+    pair_counts, pair_words = defaultdict(int), defaultdict(set)
+    for i, (word, count) in enumerate(zip(words, counts)):
+        for k in range(len(word) - 1):
+            pair_counts[word[k : k + 2]] += count
+            pair_words[word[k : k + 2]].add(i)
+    return pair_counts, pair_words
+
+
+def test_incremental_pair_updates_equal_a_full_recount_after_every_merge():
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 9))) for _ in range(300)]
+    counts = [rng.randint(1, 5) for _ in words]
+    pair_counts, pair_words = _recount(words, counts)
+    for new in map(chr, range(ord("A"), ord("Z"))):
+        live = sorted(p for p, c in pair_counts.items() if c > 0)
+        pair = rng.choice(live)
+        touched = _merge_pair(pair, new, words, counts, pair_counts, pair_words)
+        expected_counts, expected_words = _recount(words, counts)
+        assert {p: c for p, c in pair_counts.items() if c} == dict(expected_counts)
+        assert all(pair_words[p] >= ws for p, ws in expected_words.items())  # may keep stale indices
+        assert touched == {p for p in expected_counts if new in p}
 
 
 def test_merges_never_cross_pretokens_or_special_tokens(tmp_path):

@@ -22,7 +22,9 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     >>> softmax(torch.tensor([1000.0, 1000.0]), dim=0)
     tensor([0.5000, 0.5000])
     """
-    shifted = x - x.amax(dim=dim, keepdim=True)
+    # The result does not depend on the shift, so no gradient flows through it: detaching skips
+    # amax's backward (an equality mask and a division over the whole tensor) at no cost in exactness.
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
     e = torch.exp(shifted)
     return e / e.sum(dim=dim, keepdim=True)
 
@@ -44,13 +46,20 @@ def scaled_dot_product_attention(
     never does that, since every position sees itself.
     """
     d_k = Q.shape[-1]
-    scores = einsum(Q, K, "... q d, ... k d -> ... q k") / math.sqrt(d_k)
+    # (Q/√d_k)Kᵀ = QKᵀ/√d_k; scaling Q touches q·d_k numbers instead of q·k scores.
+    scores = einsum(Q / math.sqrt(d_k), K, "... q d, ... k d -> ... q k")
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = softmax(scores, dim=-1)
     return einsum(weights, V, "... q k, ... k d -> ... q d")
 
 
-def causal_mask(seq_len: int, device: torch.device | None = None) -> Bool[Tensor, "q k"]:
-    """`True` on and below the diagonal: position i sees positions 0..i."""
-    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+def causal_mask(seq_len: int, device: torch.device | None = None, *, past: int = 0) -> Bool[Tensor, "q past+q"]:
+    """`True` on and below the diagonal: position i sees positions 0..i. With `past` earlier
+    (cached) keys in front, query i sits at position past + i.
+
+    >>> causal_mask(2, past=1).int()
+    tensor([[1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    """
+    return torch.ones(seq_len, past + seq_len, dtype=torch.bool, device=device).tril(diagonal=past)

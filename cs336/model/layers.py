@@ -1,8 +1,9 @@
 """The Transformer's layers, written from the handout's definitions.
 
-Every layer holds its parameters under the state-dict keys of ../shared/API.md. The reference path
-uses plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
-(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`), tested equal to it.
+Every layer holds its parameters under the public API's state-dict keys. The reference path uses
+plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`, `F.embedding`), tested equal
+to it. Both paths trace into a single torch.compile graph.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from einops import einsum, rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336.errors import CS336Error
 from cs336.model.functional import causal_mask, scaled_dot_product_attention, silu
+from cs336.model.kv_cache import LayerKVCache
 
 
 class Linear(nn.Module):
@@ -40,13 +43,15 @@ class Linear(nn.Module):
 class Embedding(nn.Module):
     """A lookup table: row `i` of `weight` is the vector of token `i`. Init N(0, 1) truncated at ±3."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None, *, fused: bool = False):
         super().__init__()
-        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.num_embeddings, self.embedding_dim, self.fused = num_embeddings, embedding_dim, fused
         self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         nn.init.trunc_normal_(self.weight, mean=0.0, std=1.0, a=-3.0, b=3.0)
 
     def forward(self, token_ids: Int[Tensor, "..."]) -> Float[Tensor, "... d"]:
+        if self.fused:  # its backward is a dedicated scatter-add, cheaper than indexing's
+            return F.embedding(token_ids, self.weight)
         return self.weight[token_ids]
 
     def extra_repr(self) -> str:
@@ -64,12 +69,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         in_dtype = x.dtype
-        x32 = x.to(torch.float32)
+        x32, g32 = x.to(torch.float32), self.weight.to(torch.float32)  # no-ops for float32
         if self.fused:
-            y = F.rms_norm(x32, (self.d_model,), eps=self.eps)
-        else:
-            y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(torch.float32)).to(in_dtype)
+            return F.rms_norm(x32, (self.d_model,), g32, self.eps).to(in_dtype)
+        rms = torch.sqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (x32 / rms * g32).to(in_dtype)
 
 
 class SwiGLU(nn.Module):
@@ -103,29 +107,41 @@ class SiLUFFN(nn.Module):
 
 
 class RotaryPositionalEmbedding(nn.Module):
-    """RoPE: rotates each adjacent pair (x[2k], x[2k+1]) by the angle pos / θ^(2k/d_k).
+    """RoPE: rotates each adjacent pair (x[2k], x[2k+1]) of a query or key at position i by the
+    angle i / θ^(2k/d_k), k = 0..d_k/2-1, so that q·k depends on positions only through their
+    difference.
 
-    cos/sin tables for every position up to `max_seq_len` are computed once and kept as
-    non-persistent buffers (they follow `.to(device)` but stay out of the state dict).
+    cos/sin tables for every position below `max_seq_len` are computed once (in float64, then
+    stored as float32) and kept as non-persistent buffers: they follow `.to(device)` but stay out of
+    the state dict.
+
+    >>> rope = RotaryPositionalEmbedding(theta=10000.0, d_k=2, max_seq_len=4)
+    >>> rope(torch.tensor([[1.0, 0.0]]), torch.tensor([1]))  # (cos 1, sin 1)
+    tensor([[0.5403, 0.8415]])
     """
 
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
         super().__init__()
         if d_k % 2:
-            raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
+            raise CS336Error(f"RoPE needs an even head dimension, got d_k={d_k}")
         self.theta, self.d_k, self.max_seq_len = theta, d_k, max_seq_len
-        inv_freq = 1.0 / (theta ** (torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k))
-        angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        inv_freq = theta ** -(torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)
+        angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq
         self.register_buffer("cos", angles.cos().to(torch.float32), persistent=False)  # (max_seq_len, d_k/2)
         self.register_buffer("sin", angles.sin().to(torch.float32), persistent=False)
 
-    def forward(self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"]) -> Float[Tensor, "... seq d_k"]:
-        cos = self.cos[token_positions]  # (... seq, d_k/2), broadcast over x's extra batch dims
-        sin = self.sin[token_positions]
-        x_pairs = rearrange(x, "... (k two) -> ... k two", two=2)
-        x_even, x_odd = x_pairs[..., 0], x_pairs[..., 1]
+    def forward(
+        self, x: Float[Tensor, "... seq d_k"], token_positions: Int[Tensor, "... seq"] | None = None
+    ) -> Float[Tensor, "... seq d_k"]:
+        """`token_positions` broadcasts against x's leading dims; `None` means 0..seq-1 (a slice of
+        the tables instead of a gather)."""
+        if token_positions is None:
+            cos, sin = self.cos[: x.shape[-2]], self.sin[: x.shape[-2]]
+        else:
+            cos, sin = self.cos[token_positions], self.sin[token_positions]  # (... seq, d_k/2)
+        x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # views; their backward is one stack
         rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rearrange(rotated, "... k two -> ... (k two)").to(x.dtype)
+        return rotated.flatten(-2).to(x.dtype)  # interleave back: (..., k, 2) -> (..., 2k)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -147,7 +163,7 @@ class MultiHeadSelfAttention(nn.Module):
     ):
         super().__init__()
         if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+            raise CS336Error(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         self.d_model, self.num_heads, self.d_k, self.fused = d_model, num_heads, d_model // num_heads, fused
         self.q_proj = Linear(d_model, d_model, device, dtype, fused=fused)
         self.k_proj = Linear(d_model, d_model, device, dtype, fused=fused)
@@ -160,20 +176,31 @@ class MultiHeadSelfAttention(nn.Module):
         )
 
     def forward(
-        self, x: Float[Tensor, "... seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+        self,
+        x: Float[Tensor, "... seq d_model"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        *,
+        kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "... seq d_model"]:
+        """With `kv_cache`, `x` holds only the tokens after the cached ones: their positions count
+        on from the cache length, and they attend to the cached keys and values as well."""
         seq = x.shape[-2]
+        past = 0 if kv_cache is None else len(kv_cache)
         q, k, v = (
             rearrange(proj(x), "... seq (h d) -> ... h seq d", h=self.num_heads)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
         if self.rope is not None:
-            if token_positions is None:
-                token_positions = torch.arange(seq, device=x.device)
-            positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
+            if token_positions is None and past:  # cached tokens hold positions 0..past-1
+                token_positions = torch.arange(past, past + seq, device=x.device)
+            positions = None if token_positions is None else token_positions.unsqueeze(-2)  # over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
-        if self.fused:
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        if self.fused and past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif self.fused:  # is_causal would align the diagonal to the top left, ignoring `past`
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(seq, x.device, past=past))
         else:
-            out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device))
+            out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device, past=past))
         return self.output_proj(rearrange(out, "... h seq d -> ... seq (h d)"))

@@ -19,6 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from cs336.errors import CS336Error
+from cs336.model.kv_cache import KVCache, LayerKVCache
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
 
 Norm = Literal["pre", "post", "none"]
@@ -28,7 +30,7 @@ FFN = Literal["swiglu", "silu"]
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+        raise CS336Error(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 class TransformerBlock(nn.Module):
@@ -68,15 +70,19 @@ class TransformerBlock(nn.Module):
             self.ffn = SiLUFFN(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
 
     def forward(
-        self, x: Float[Tensor, "... seq d_model"], token_positions: Int[Tensor, "... seq"] | None = None
+        self,
+        x: Float[Tensor, "... seq d_model"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        *,
+        kv_cache: LayerKVCache | None = None,
     ) -> Float[Tensor, "... seq d_model"]:
         if self.norm == "pre":
-            y = x + self.attn(self.ln1(x), token_positions)
+            y = x + self.attn(self.ln1(x), token_positions, kv_cache=kv_cache)
             return y + self.ffn(self.ln2(y))
         if self.norm == "post":
-            y = self.ln1(x + self.attn(x, token_positions))
+            y = self.ln1(x + self.attn(x, token_positions, kv_cache=kv_cache))
             return self.ln2(y + self.ffn(y))
-        y = x + self.attn(x, token_positions)
+        y = x + self.attn(x, token_positions, kv_cache=kv_cache)
         return y + self.ffn(y)
 
 
@@ -108,7 +114,7 @@ class TransformerLM(nn.Module):
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
         self.tie_embeddings, self.fused = tie_embeddings, fused
-        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype)
+        self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
@@ -122,13 +128,21 @@ class TransformerLM(nn.Module):
         if tie_embeddings:
             self.lm_head.weight = self.token_embeddings.weight
 
-    def forward(self, token_ids: Int[Tensor, "... seq"], token_positions: Int[Tensor, "... seq"] | None = None) -> Float[Tensor, "... seq vocab"]:
-        seq = token_ids.shape[-1]
+    def forward(
+        self,
+        token_ids: Int[Tensor, "... seq"],
+        token_positions: Int[Tensor, "... seq"] | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+    ) -> Float[Tensor, "... seq vocab"]:
+        """With `kv_cache` (see `cs336.model.kv_cache`), `token_ids` are the tokens after the
+        cached ones; they are appended to the cache, and positions count on from its length."""
+        seq = token_ids.shape[-1] + (0 if kv_cache is None else len(kv_cache))
         if seq > self.context_length:
-            raise ValueError(f"sequence length {seq} exceeds context_length {self.context_length}")
+            raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
         x = self.token_embeddings(token_ids)
-        for layer in self.layers:
-            x = layer(x, token_positions)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
         if self.norm != "none":
             x = self.ln_final(x)
         return self.lm_head(x)

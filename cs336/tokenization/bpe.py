@@ -22,6 +22,11 @@ that recounts everything each step; the tests check both give the same merges):
 
 Token ids: 0..255 are the bytes, then one id per merge in creation order, then the special
 tokens. Every token has distinct bytes (a bijection).
+
+Inside the merge loop a word is a `str` whose characters are token ids (`chr(id)`), and a pair is
+a 2-character `str`. Merging a pair is then `word.replace(pair, new)`: exactly BPE's
+left-to-right, non-overlapping replacement, done in C. Byte strings map onto this for free
+(`b"low".decode("latin-1")` is the word of byte ids 108, 111, 119).
 """
 
 from __future__ import annotations
@@ -50,62 +55,58 @@ def _heap_key(token: bytes) -> str:
     return token.decode("latin-1").translate(_INVERT) + "\u0100"
 
 
-def _merge_word(word: tuple[int, ...], a: int, b: int, new: int) -> tuple[int, ...]:
-    """Replace each occurrence of the pair `(a, b)` in `word`, left to right, by `new`.
-
-    >>> _merge_word((1, 2, 2, 2, 3), 2, 2, 9)
-    (1, 9, 2, 3)
-    """
-    out = []
-    i, n = 0, len(word)
-    while i < n:
-        if i + 1 < n and word[i] == a and word[i + 1] == b:
-            out.append(new)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
-
-
 def _merge_pair(
-    pair: tuple[int, int],
-    new: int,
-    words: list[tuple[int, ...]],
+    pair: str,
+    new: str,
+    words: list[str],
     counts: list[int],
-    pair_counts: dict[tuple[int, int], int],
-    pair_words: dict[tuple[int, int], set[int]],
-) -> set[tuple[int, int]]:
+    pair_counts: dict[str, int],
+    pair_words: dict[str, set[int]],
+) -> set[str]:
     """Merge `pair` into token `new` in every word that has it, updating the pair statistics.
 
-    `pair_counts[p]` is how often pair `p` occurs, weighted by word counts; `pair_words[p]` holds
-    the indices of the words that contain `p` (it may also hold words that no longer do: they
-    are skipped here, which is cheaper than keeping the sets exact). Returns the pairs that
-    contain `new`: the only pairs whose counts grew, so the only ones the heap must hear about.
+    Words and pairs are strings of token ids (see the module docstring). `pair_counts[p]` is how
+    often pair `p` occurs, weighted by word counts; `pair_words[p]` holds the indices of the
+    words that contain `p` (it may also hold words that no longer do: they are skipped here,
+    which is cheaper than keeping the sets exact). Returns the pairs that contain `new`: the only
+    pairs whose counts grew, so the only ones the heap must hear about.
 
-    Worked example, merging (l, o) -> lo in `l o w` (count 5) and `l o l o` (count 1):
+    Worked example, merging (l, o) -> L in `l o w` (count 5) and `l o l o` (count 1):
 
         before  (l,o): 5 + 2 = 7   (o,w): 5   (o,l): 1
-        l o w   -> lo w     takes away (l,o) 5, (o,w) 5      adds (lo,w) 5
-        l o l o -> lo lo    takes away (l,o) 2, (o,l) 1      adds (lo,lo) 1
-        after   (l,o): 0   (o,w): 0   (o,l): 0   (lo,w): 5   (lo,lo): 1
+        l o w   -> L w      takes away (l,o) 5, (o,w) 5      adds (L,w) 5
+        l o l o -> L L      takes away (l,o) 2, (o,l) 1      adds (L,L) 1
+        after   (l,o): 0   (o,w): 0   (o,l): 0   (L,w): 5   (L,L): 1
 
-    Only the two words containing (l, o) were visited; every other word and count is untouched.
+    >>> words, counts = ["low", "lolo"], [5, 1]
+    >>> pair_counts = defaultdict(int, {"lo": 7, "ow": 5, "ol": 1})
+    >>> pair_words = defaultdict(set, {"lo": {0, 1}, "ow": {0}, "ol": {1}})
+    >>> sorted(_merge_pair("lo", "L", words, counts, pair_counts, pair_words))
+    ['LL', 'Lw']
+    >>> words, {p: c for p, c in pair_counts.items() if c}
+    (['Lw', 'LL'], {'Lw': 5, 'LL': 1})
+
+    Only the words containing (l, o) were visited; every other word and count is untouched.
     """
-    a, b = pair
-    touched: set[tuple[int, int]] = set()
+    touched: set[str] = set()
     for i in pair_words.pop(pair, ()):
         word = words[i]
-        merged = _merge_word(word, a, b, new)
-        if len(merged) == len(word):
+        first = word.find(pair)
+        if first < 0:
             continue  # a stale index: this word lost the pair to an earlier merge
+        merged = word.replace(pair, new)
         count = counts[i]
-        # Take away every pair of the old word and add every pair of the new one. Pairs away
-        # from the merge cancel out; this is simpler than special-casing the neighbours and
-        # costs little because words are short.
-        for p in zip(word, word[1:]):
-            pair_counts[p] -= count
-        for p in zip(merged, merged[1:]):
+        # Before the first occurrence and after the last one, the old and new words have the
+        # same pairs. In between (with one neighbour on each side) take away every old pair and
+        # add every new one; unchanged pairs there cancel out, simpler than tracking each one.
+        lo = max(first - 1, 0)
+        hi = word.rfind(pair) + 3
+        old_part = word[lo:hi]
+        new_part = merged[lo : hi - (len(word) - len(merged))]
+        for k in range(len(old_part) - 1):
+            pair_counts[old_part[k : k + 2]] -= count
+        for k in range(len(new_part) - 1):
+            p = new_part[k : k + 2]
             pair_counts[p] += count
             if new in p:
                 pair_words[p].add(i)
@@ -114,24 +115,22 @@ def _merge_pair(
     return touched
 
 
-def _pop_best_pair(
-    heap: list[tuple[int, str, str, int, int]], pair_counts: dict[tuple[int, int], int]
-) -> tuple[int, int] | None:
+def _pop_best_pair(heap: list[tuple[int, str, str, str]], pair_counts: dict[str, int]) -> str | None:
     """Pop the most frequent pair (ties: greater bytes) from the heap, or None when none is left.
 
-    Heap entries are `(-count, key(a), key(b), a, b)`. Counts only grow for pairs that contain
+    Heap entries are `(-count, key(a), key(b), pair)`. Counts only grow for pairs that contain
     the newest token, and those are pushed again when they grow, so every pair has an entry at
     least as large as its true count. An entry whose count is out of date is therefore too high:
     when it reaches the top it is re-filed with the true count (or dropped at zero), and the
     first entry that is up to date is the true maximum.
     """
     while heap:
-        neg_count, key_a, key_b, a, b = heapq.heappop(heap)
-        true_count = pair_counts.get((a, b), 0)
+        neg_count, key_a, key_b, pair = heapq.heappop(heap)
+        true_count = pair_counts.get(pair, 0)
         if true_count == -neg_count and true_count > 0:
-            return a, b
+            return pair
         if true_count > 0:
-            heapq.heappush(heap, (-true_count, key_a, key_b, a, b))
+            heapq.heappush(heap, (-true_count, key_a, key_b, pair))
     return None
 
 
@@ -189,6 +188,7 @@ def train_bpe(
 
 
 def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats, chunk_bytes):
+    """`train_bpe` after its arguments are checked (same arguments, same result)."""
     reset_peak_rss()
     t0 = time.perf_counter()
 
@@ -197,20 +197,20 @@ def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats,
     pretoken_counts = count_pretokens_in_file(
         input_path, special_tokens, num_workers=num_workers, chunk_bytes=chunk_bytes, progress=progress, info=info
     )
-    words = [tuple(p) for p in pretoken_counts]
+    words = [p.decode("latin-1") for p in pretoken_counts]  # byte b -> character chr(b), id b
     counts = list(pretoken_counts.values())
     t1 = time.perf_counter()
 
     # 2. Count every adjacent pair once; from here on the counts are only updated.
-    pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-    pair_words: dict[tuple[int, int], set[int]] = defaultdict(set)
+    pair_counts: dict[str, int] = defaultdict(int)
+    pair_words: dict[str, set[int]] = defaultdict(set)
     for i, (word, count) in enumerate(zip(words, counts)):
-        for p in zip(word, word[1:]):
-            pair_counts[p] += count
-            pair_words[p].add(i)
+        for k in range(len(word) - 1):
+            pair_counts[word[k : k + 2]] += count
+            pair_words[word[k : k + 2]].add(i)
     vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
     keys = [_heap_key(vocab[i]) for i in range(256)]
-    heap = [(-c, keys[a], keys[b], a, b) for (a, b), c in pair_counts.items()]
+    heap = [(-c, keys[ord(p[0])], keys[ord(p[1])], p) for p, c in pair_counts.items()]
     heapq.heapify(heap)
 
     # 3. Merge the most frequent pair until the vocabulary is full.
@@ -226,19 +226,18 @@ def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats,
         pair = _pop_best_pair(heap, pair_counts)
         if pair is None:
             break  # every pre-token is a single token already
-        a, b = pair
-        token = vocab[a] + vocab[b]
-        merges.append((vocab[a], vocab[b]))
+        a, b = vocab[ord(pair[0])], vocab[ord(pair[1])]
+        merges.append((a, b))
         # Two different pairs can spell the same bytes; the token then keeps its first id.
-        new = id_of.get(token)
+        new = id_of.get(a + b)
         if new is None:
-            new = id_of[token] = len(vocab)
-            vocab[new] = token
-            keys.append(_heap_key(token))
+            new = id_of[a + b] = len(vocab)
+            vocab[new] = a + b
+            keys.append(_heap_key(a + b))
             if bar is not None:
                 bar.update(1)
-        for p in _merge_pair(pair, new, words, counts, pair_counts, pair_words):
-            heapq.heappush(heap, (-pair_counts[p], keys[p[0]], keys[p[1]], p[0], p[1]))
+        for p in _merge_pair(pair, chr(new), words, counts, pair_counts, pair_words):
+            heapq.heappush(heap, (-pair_counts[p], keys[ord(p[0])], keys[ord(p[1])], p))
     if bar is not None:
         bar.close()
     for tok in special_tokens:

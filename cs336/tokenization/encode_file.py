@@ -1,11 +1,11 @@
 """Encode a whole text file into a `.npy` array of token ids: parallel, bounded memory.
 
-The file is cut into chunks at byte offsets where `Tokenizer.encode` itself would split (the start
-of a special token, or a newline followed by a printable ASCII character; see `safe_cuts`), so the
-chunks can be encoded independently and their ids concatenated: the result equals
-`tokenizer.encode(whole_text)`. Worker processes encode chunks; the parent writes each chunk's ids
-in order straight into the output file, whose `.npy` header is rewritten with the final length at
-the end. Memory is a few chunks, whatever the file size.
+The file is cut into chunks at byte offsets where a cut provably changes no pre-token (the start of
+a special token, or between a non-space and a space: `pretokenize.chunk_boundaries`, the same cuts
+BPE training uses), so the chunks can be encoded independently and their ids concatenated: the
+result equals `tokenizer.encode(whole_text)`. Worker processes encode the chunks; the parent
+writes each chunk's ids, in order, straight into the output file, whose `.npy` header is
+rewritten with the final length at the end. Memory is a few chunks, whatever the file size.
 
 >>> import tempfile, os, numpy as np
 >>> d = tempfile.mkdtemp(); src = os.path.join(d, "a.txt")
@@ -18,18 +18,20 @@ the end. Memory is a few chunks, whatever the file size.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.errors import CS336Error
+from cs336.tokenization.pretokenize import chunk_boundaries
 from cs336.tokenization.tokenizer import Tokenizer
 
 
@@ -49,88 +51,25 @@ def load_tokenizer(
     merges: str | os.PathLike | None = None,
     special_tokens: list[str] | None = None,
 ) -> Tokenizer:
-    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files."""
+    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files.
+
+    Without `special_tokens`, a directory written by `train_bpe_to_dir` supplies the ones it was
+    trained with (from its `stats.json`), so `<|endoftext|>` is not silently encoded as text.
+    """
     if tokenizer_dir is not None:
         d = Path(tokenizer_dir)
         if not d.is_dir():
             raise CS336Error(f"tokenizer directory not found: {d}")
         vocab = vocab or d / "vocab.json"
         merges = merges or d / "merges.txt"
+        if special_tokens is None and (d / "stats.json").is_file():
+            try:
+                special_tokens = json.loads((d / "stats.json").read_text(encoding="utf-8")).get("special_tokens")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise CS336Error(f"{d / 'stats.json'}: not a valid stats file ({e})") from None
     if vocab is None or merges is None:
         raise CS336Error("give a tokenizer directory, or both a vocab file and a merges file")
     return Tokenizer.from_files(vocab, merges, special_tokens)
-
-
-# ---------------------------------------------------------------------------------------------
-# Where a file may be cut
-# ---------------------------------------------------------------------------------------------
-# A newline followed by a printable ASCII character: `Tokenizer` cuts text there too (see
-# `tokenizer._LINE_CUT`); staying in ASCII means the byte offset is also a character boundary.
-_NEWLINE_CUT = rb"\n(?=[\x21-\x7e])"
-
-
-def _cut_pattern(specials: list[bytes]) -> re.Pattern:
-    return re.compile(b"|".join([_NEWLINE_CUT, *(re.escape(s) for s in specials)]))
-
-
-def _special_near(data: bytes, c: int, specials: list[bytes]) -> bool:
-    """Does a special token occurrence contain offset `c` strictly inside, or start at `c + 1`?
-
-    (A newline cut before a special token would change the pre-tokens of the whitespace before
-    it: at the end of an ordinary piece a whitespace run is one pre-token.)
-    """
-    return any(data.find(s, max(c - len(s) + 1, 0), c + len(s) - 1) >= 0 or data.startswith(s, c + 1) for s in specials)
-
-
-def safe_cuts(data: bytes, special_tokens: list[str] | None = None, start: int = 0, end: int | None = None):
-    """Offsets in `data[start:end]` where encoding may restart: before a special token or before a
-    newline that a printable ASCII character follows, never inside a special token.
-
-    Encoding `text[:c]` and `text[c:]` separately gives the ids of `text`: a special token
-    starting at `c` that no other occurrence overlaps is matched there in the whole text, and a
-    newline cut is a pre-token boundary that `Tokenizer` itself uses.
-
-    >>> list(safe_cuts(b"ab\\ncd<|x|>e\\n f\\n<|x|>", ["<|x|>"]))
-    [2, 5, 15]
-    """
-    specials = [s.encode("utf-8") for s in special_tokens or []]
-    pattern = _cut_pattern(specials)
-    end = len(data) if end is None else end
-    for m in pattern.finditer(data, start):
-        c = m.start()
-        if c >= end:
-            return
-        if c > 0 and not _special_near(data, c, specials):
-            yield c
-
-
-def find_chunk_boundaries(path: str | os.PathLike, special_tokens: list[str] | None, chunk_bytes: int) -> list[int]:
-    """Byte offsets `[0, ..., size]` cutting the file into chunks of about `chunk_bytes`, each cut
-    the first `safe_cuts` offset at or after its target. A chunk grows when no cut is near."""
-    size = os.path.getsize(path)
-    specials = [s.encode("utf-8") for s in special_tokens or []]
-    margin = max((len(s) for s in specials), default=1) + 1  # context for the checks at a cut
-    block = max(1 << 16, chunk_bytes // 4)
-    bounds = [0]
-    with open(path, "rb") as f:
-        target = chunk_bytes
-        while target < size:
-            cut = None
-            lo = target
-            while cut is None and lo < size:
-                ctx = max(lo - margin, 0)
-                f.seek(ctx)
-                data = f.read(lo - ctx + block + margin)
-                cut = next(safe_cuts(data, special_tokens, lo - ctx, lo - ctx + block), None)
-                if cut is not None:
-                    cut += ctx
-                lo += block
-            if cut is None or cut >= size:
-                break
-            bounds.append(cut)
-            target = cut + chunk_bytes
-    bounds.append(size)
-    return bounds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,15 +155,17 @@ def encode_file(
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if not input_path.exists():
         raise CS336Error(f"input file not found: {input_path}")
+    if not input_path.is_file():
+        raise CS336Error(f"input is not a file: {input_path}")
     size = input_path.stat().st_size
     if size == 0:
         raise CS336Error(f"input file is empty: {input_path}")
     workers = max(1, workers or os.cpu_count() or 1)
     if chunk_bytes is None:
         chunk_bytes = min(max(size // (4 * workers), 1 << 20), 16 << 20)
-    bounds = find_chunk_boundaries(input_path, tokenizer.special_tokens, chunk_bytes)
+    bounds = chunk_boundaries(input_path, chunk_bytes, tokenizer.special_tokens)
     chunks = list(zip(bounds, bounds[1:]))
     dtype = smallest_dtype(max(tokenizer.vocab) + 1)
 
@@ -252,21 +193,25 @@ def encode_file(
 
 
 def _map_in_order(tokenizer: Tokenizer, path: str, dtype: np.dtype, chunks: list[tuple[int, int]], workers: int):
-    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight."""
-    if workers == 1 or len(chunks) == 1:
-        _init_worker(tokenizer, path, dtype)
-        yield from map(_encode_chunk, chunks)
+    """Yield `_encode_chunk(c)` for each chunk in order, at most `2 * workers` chunks in flight.
+
+    The first chunk is encoded here, before the pool starts: forked workers inherit the caches it
+    filled (where processes fork, as on Linux), instead of each paying the same misses on the
+    commonest words.
+    """
+    _init_worker(tokenizer, path, dtype)
+    yield _encode_chunk(chunks[0])
+    if workers == 1 or len(chunks) <= 2:
+        yield from map(_encode_chunk, chunks[1:])
         return
-    with ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype)) as pool:
-        pending: deque = deque()
+    chunks = chunks[1:]
+    pool = ProcessPoolExecutor(min(workers, len(chunks)), initializer=_init_worker, initargs=(tokenizer, path, dtype))
+    try:
         todo = iter(chunks)
-        for c in todo:
-            pending.append(pool.submit(_encode_chunk, c))
-            if len(pending) >= 2 * workers:
-                break
+        pending = deque(pool.submit(_encode_chunk, c) for c in islice(todo, 2 * workers))
         while pending:
             ids = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_encode_chunk, nxt))
+            pending.extend(pool.submit(_encode_chunk, c) for c in islice(todo, 1))
             yield ids
+    finally:  # on an error (bad UTF-8 in a chunk, Ctrl-C) drop the queued chunks at once
+        pool.shutdown(wait=True, cancel_futures=True)

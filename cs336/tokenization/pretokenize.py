@@ -1,7 +1,9 @@
 """Pre-tokenization: split text on special tokens, then into GPT-2 pre-tokens.
 
 BPE never merges across the pieces produced here, so both training (`bpe.py`) and encoding
-(`tokenizer.py`) start from these functions.
+(`tokenizer.py`) start from these functions. For training, the second half of this file counts
+the pre-tokens of a whole file: cut into chunks only where a cut provably changes nothing, and
+counted in parallel worker processes (`count_pretokens_in_file`).
 """
 
 from __future__ import annotations

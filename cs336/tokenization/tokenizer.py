@@ -7,10 +7,12 @@ Encoding runs in three stages, each independent of the next:
 3. turn each pre-token's UTF-8 bytes into ids and apply the merges in rank order, lowest first,
    never across pre-token boundaries.
 
-Stage 3 depends only on the pre-token, so its result is cached: running text repeats the same few
-thousand words, and after warm-up almost every pre-token costs one dictionary lookup.
+`_encode_plain` does exactly that. `encode` gives the same ids faster, with two caches: running
+text repeats the same few thousand words, so the text is first cut at every safe whitespace
+position (pieces like `" cat."` or `"\\n\\nThe"`, see `pretokenize.is_safe_split`) and each distinct
+piece is pre-tokenized and merged once; after warm-up almost every piece costs one dict lookup.
 
->>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"h" b"i", 257: b" " b"hi"}
+>>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"hi", 257: b" hi"}
 >>> tok = Tokenizer(vocab, [(b"h", b"i"), (b" ", b"hi")], special_tokens=["<|eot|>"])
 >>> tok.encode("hi hi<|eot|>!")
 [256, 257, 258, 33]
@@ -24,59 +26,58 @@ import heapq
 import os
 import re
 from collections.abc import Iterable, Iterator
-from itertools import chain, groupby, repeat
+from itertools import chain, repeat
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
-from cs336.tokenization.pretokenize import GPT2_REGEX, special_token_regex, split_on_special_tokens
+from cs336.tokenization.pretokenize import (
+    _SAFE_PIECE,
+    _WHITESPACE_AFTER_NON_WHITESPACE,
+    GPT2_REGEX,
+    is_safe_split,
+    split_on_special_tokens,
+)
 
 # ---------------------------------------------------------------------------------------------
-# Pre-tokenization fast path
+# Pre-tokenizing one piece
 # ---------------------------------------------------------------------------------------------
-# On ASCII text the GPT-2 pattern reduces to plain character classes, which the standard `re`
-# module matches about twice as fast as `regex` matches `\p{L}`/`\p{N}`. `\s` is spelled out as
-# the six ASCII White_Space characters because that is what `regex` (and tiktoken) mean by `\s`;
-# Python's `re` would also count \x1c-\x1f.
+# The GPT-2 pattern for ASCII text, in plain character classes that the standard `re` module
+# matches with less overhead per call than `regex` matches `\p{L}` / `\p{N}`. `\s` is spelled out
+# as the six ASCII White_Space characters, as `regex` (and tiktoken) mean it; `re` would also
+# count \x1c-\x1f. A test checks it against `GPT2_REGEX`.
 _WS = r"\t\n\x0b\x0c\r "
 _ASCII_PATTERN = re.compile(
     rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
 )
-# Cutting a text just before a newline that is followed by a non-space character never changes
-# its pre-tokens: a pre-token ends there in the whole text (a whitespace run before a non-space
-# leaves its last character to the next match), and for every branch of the pattern the end of
-# the text behaves like that newline. `re`'s \S is narrower than the complement of White_Space,
-# so every cut found here is safe.
-_LINE_CUT = re.compile(r"(?=\n\S)")
 
 
-def pretokenize_fast(text: str) -> list[str]:
-    """`GPT2_REGEX.findall(text)`, faster: ASCII stretches use the `re` pattern above.
+def pretokenize_piece(piece: str) -> list[str]:
+    """`GPT2_REGEX.findall(piece)`, via the cheaper ASCII pattern where it applies.
 
-    >>> pretokenize_fast("It's 2024 — café!\\n") == GPT2_REGEX.findall("It's 2024 — café!\\n")
-    True
+    >>> pretokenize_piece(" don't!"), pretokenize_piece(" café.")
+    ([' don', "'t", '!'], [' café', '.'])
     """
-    if text.isascii():
-        return _ASCII_PATTERN.findall(text)
-    out: list[str] = []
-    for ascii_only, lines in groupby(_LINE_CUT.split(text), key=str.isascii):
-        out += (_ASCII_PATTERN if ascii_only else GPT2_REGEX).findall("".join(lines))
-    return out
+    return (_ASCII_PATTERN if piece.isascii() else GPT2_REGEX).findall(piece)
 
 
 # ---------------------------------------------------------------------------------------------
 # Merging one pre-token
 # ---------------------------------------------------------------------------------------------
-def merge_plain(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[tuple[int, int], int]) -> list[int]:
+# A merge table maps a pair of ids to `(rank, merged id)`; lower ranks merge first.
+MergeTable = dict[tuple[int, int], tuple[int, int]]
+
+
+def merge_plain(ids: list[int], merges: MergeTable) -> list[int]:
     """The reference: repeatedly merge every occurrence of the lowest-ranked adjacent pair.
 
-    >>> merge_plain([1, 2, 3], {(1, 2): 0, (4, 3): 1}, {(1, 2): 4, (4, 3): 5})
+    >>> merge_plain([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
     [5]
     """
     while len(ids) > 1:
-        best = min(zip(ids, ids[1:]), key=lambda pair: ranks.get(pair, float("inf")))
-        if best not in ranks:
+        best = min(zip(ids, ids[1:]), key=lambda pair: merges.get(pair, (float("inf"),))[0])
+        if best not in merges:
             break
-        new_id, out, i = merged[best], [], 0
+        new_id, out, i = merges[best][1], [], 0
         while i < len(ids):
             if i + 1 < len(ids) and (ids[i], ids[i + 1]) == best:
                 out.append(new_id)
@@ -88,45 +89,44 @@ def merge_plain(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[
     return ids
 
 
-def merge_fast(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[tuple[int, int], int]) -> list[int]:
+_NO_MERGE = (1 << 62, -1)  # sorts after every real `(rank, id)`
+
+
+def merge_fast(ids: list[int], merges: MergeTable) -> list[int]:
     """`merge_plain` for short pre-tokens: merge the leftmost lowest-ranked pair, one at a time.
 
-    The pair ranks live in a list kept in step with `ids`, so a merge recomputes only the two
-    pairs it touches, and finding the minimum is a C-level `min` over that list. Merging one
-    occurrence at a time gives the same result as `merge_plain`'s all-occurrences step: a merge
-    never creates a pair of lower rank than its own.
+    The pairs' `(rank, id)` entries live in a list kept in step with `ids`, so a merge looks up
+    only the two pairs it changes, and finding the minimum is a C-level `min` over that list.
+    Merging one occurrence at a time gives the same result as `merge_plain`'s all-occurrences
+    step: a merge never creates a pair of lower rank than its own.
 
-    >>> merge_fast([1, 2, 3], {(1, 2): 0, (4, 3): 1}, {(1, 2): 4, (4, 3): 5})
+    >>> merge_fast([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
     [5]
     """
-    get = ranks.get
-    pair_ranks = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best == _NO_MERGE:
+    get = merges.get
+    pairs = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
+    while pairs:
+        best = min(pairs)
+        if best is _NO_MERGE:
             break
-        i = pair_ranks.index(best)
-        new_id = merged[ids[i], ids[i + 1]]
-        ids[i : i + 2] = (new_id,)
-        del pair_ranks[i]
+        i = pairs.index(best)
+        new_id = ids[i] = best[1]
+        del ids[i + 1], pairs[i]
         if i > 0:
-            pair_ranks[i - 1] = get((ids[i - 1], new_id), _NO_MERGE)
-        if i < len(pair_ranks):
-            pair_ranks[i] = get((new_id, ids[i + 1]), _NO_MERGE)
+            pairs[i - 1] = get((ids[i - 1], new_id), _NO_MERGE)
+        if i < len(pairs):
+            pairs[i] = get((new_id, ids[i + 1]), _NO_MERGE)
     return ids
 
 
-_NO_MERGE = 1 << 62  # rank of a pair that has no merge
-
-
-def merge_heap(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[tuple[int, int], int]) -> list[int]:
+def merge_heap(ids: list[int], merges: MergeTable) -> list[int]:
     """`merge_plain` in O(n log n) for long pre-tokens (a 100 kB run of digits, say).
 
     The ids form a doubly linked list; a heap holds `(rank, position)` of every adjacent pair that
     has a merge. Popping gives the lowest rank, leftmost first, which is the order `merge_plain`
     uses. Entries made stale by an earlier merge are recognised and skipped.
 
-    >>> merge_heap([1, 2, 3], {(1, 2): 0, (4, 3): 1}, {(1, 2): 4, (4, 3): 5})
+    >>> merge_heap([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
     [5]
     """
     n = len(ids)
@@ -134,21 +134,22 @@ def merge_heap(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[t
     nxt = list(range(1, n + 1))  # n marks the end
     prv = list(range(-1, n - 1))
     alive = [True] * n
-    heap = [(ranks[p], i) for i, p in enumerate(zip(ids, ids[1:])) if p in ranks]
+    heap = [(merges[p][0], i) for i, p in enumerate(zip(ids, ids[1:])) if p in merges]
     heapq.heapify(heap)
     while heap:
         rank, i = heapq.heappop(heap)
         j = nxt[i] if alive[i] else n
-        if j >= n or ranks.get((val[i], val[j])) != rank:
+        entry = merges.get((val[i], val[j])) if j < n else None
+        if entry is None or entry[0] != rank:
             continue  # stale: a neighbour was merged away or changed since this entry was pushed
-        val[i] = merged[(val[i], val[j])]
+        val[i] = entry[1]
         alive[j] = False
         nxt[i] = nxt[j]
         if nxt[j] < n:
             prv[nxt[j]] = i
         for a in (prv[i], i):
-            if a >= 0 and nxt[a] < n and (val[a], val[nxt[a]]) in ranks:
-                heapq.heappush(heap, (ranks[(val[a], val[nxt[a]])], a))
+            if a >= 0 and nxt[a] < n and (val[a], val[nxt[a]]) in merges:
+                heapq.heappush(heap, (merges[(val[a], val[nxt[a]])][0], a))
     return [v for v, keep in zip(val, alive) if keep]
 
 
@@ -156,23 +157,24 @@ def merge_heap(ids: list[int], ranks: dict[tuple[int, int], int], merged: dict[t
 _HEAP_FROM = 64
 
 
-class _PretokenCache(dict):
-    """pre-token -> its ids; a miss runs BPE once (`__missing__`), a hit is a C-level lookup."""
+class _Cache(dict):
+    """text -> its ids; a miss calls `encode` once (`__missing__`), a hit is a C-level lookup."""
 
-    def __init__(self, encode_pretoken):
+    def __init__(self, encode):
         super().__init__()
-        self.encode_pretoken = encode_pretoken
+        self.encode = encode
 
-    def __missing__(self, pretoken: str) -> list[int]:
-        ids = self[pretoken] = self.encode_pretoken(pretoken)
+    def __missing__(self, text: str) -> list[int]:
+        ids = self[text] = self.encode(text)
         return ids
 
 
 class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
-    Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds the
-    pre-token cache (it is emptied when full, so memory stays flat on any input).
+    Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
+    two caches (piece -> ids, pre-token -> ids); a full cache is emptied, so memory stays flat on
+    any input.
     """
 
     def __init__(
@@ -202,21 +204,17 @@ class Tokenizer:
         if missing:
             raise CS336Error(f"vocab lacks {len(missing)} of the 256 single bytes (e.g. {bytes([missing[0]])!r})")
         self._byte_ids = [self._id_of[bytes([b])] for b in range(256)]
-        # Merges as pairs of ids: `_ranks` orders them, `_merged` names the result.
-        self._ranks: dict[tuple[int, int], int] = {}
-        self._merged: dict[tuple[int, int], int] = {}
+        self._merges: MergeTable = {}
         for rank, (a, b) in enumerate(self.merges):
             if a not in self._id_of or b not in self._id_of or a + b not in self._id_of:
                 bad = next(t for t in (a, b, a + b) if t not in self._id_of)
                 raise CS336Error(f"merge {rank} ({a!r}, {b!r}) uses {bad!r}, which is not in the vocab")
-            pair = (self._id_of[a], self._id_of[b])
-            if pair not in self._ranks:  # a repeated merge can never fire a second time
-                self._ranks[pair], self._merged[pair] = rank, self._id_of[a + b]
+            # setdefault: a repeated merge can never fire a second time
+            self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
-        self._special_re = special_token_regex(self.special_tokens)
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
-        self._cache = _PretokenCache(self._encode_pretoken)
+        self._new_caches()
 
     # -- files ---------------------------------------------------------------------------------
     @classmethod
@@ -235,27 +233,48 @@ class Tokenizer:
         """Write GPT-2-format files; `from_files` reads them back to an equal tokenizer."""
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
-    def __getstate__(self):  # worker processes get the tables, not the cache
+    def _new_caches(self) -> None:
+        self._pretoken_cache = _Cache(self._encode_pretoken)
+        self._piece_cache = _Cache(self._encode_piece)
+
+    def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
-        del state["_cache"]
+        del state["_pretoken_cache"], state["_piece_cache"]
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._cache = _PretokenCache(self._encode_pretoken)
+        self._new_caches()
 
     # -- encoding ------------------------------------------------------------------------------
     def _encode_pretoken(self, pretoken: str) -> list[int]:
         ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
         merge = merge_heap if len(ids) >= _HEAP_FROM else merge_fast
-        return merge(ids, self._ranks, self._merged)
+        return merge(ids, self._merges)
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        word = piece[1:] if piece[:1] == " " else piece
+        if word.isascii() and word.isalpha():  # " cat": one pre-token, no need to run the pattern
+            return self._pretoken_cache[piece]
+        return list(chain.from_iterable(map(self._pretoken_cache.__getitem__, pretokenize_piece(piece))))
 
     def _encode_ordinary(self, text: str) -> Iterator[int]:
         """Ids of text that holds no special tokens, as a lazy chain of the cached lists."""
-        pretokens = pretokenize_fast(text)
-        if len(self._cache) > self.cache_size:
-            self._cache.clear()  # between pieces, so every list chained below stays referenced
-        return chain.from_iterable(map(self._cache.__getitem__, pretokens))
+        for cache in (self._piece_cache, self._pretoken_cache):
+            if len(cache) > self.cache_size:
+                cache.clear()
+        return chain.from_iterable(map(self._piece_cache.__getitem__, _SAFE_PIECE.findall(text)))
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """The reference `encode`: stages 1-3 of the module docstring, no caches, `merge_plain`."""
+        ids: list[int] = []
+        for piece, is_special in split_on_special_tokens(text, self.special_tokens):
+            if is_special:
+                ids.append(self._special_ids[piece])
+                continue
+            for pretoken in GPT2_REGEX.findall(piece):
+                ids += merge_plain([self._byte_ids[b] for b in pretoken.encode("utf-8")], self._merges)
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Text -> token ids; equal to tiktoken's `gpt2` on the GPT-2 vocab.
@@ -292,39 +311,24 @@ class Tokenizer:
             yield from self.encode(buffer)
 
     def _safe_cut(self, text: str) -> int:
-        """A position `k` such that, for any continuation `rest`,
-        `encode(text + rest) == encode(text[:k]) + encode(text[k:] + rest)`; 0 if none is known.
+        """The last position `k > 0` where `pretokenize.is_safe_split` allows a cut and every
+        special token occurrence that could overlap `k` lies inside `text`; 0 if there is none.
 
-        Special tokens: a cut must not lie inside any occurrence, and every occurrence that could
-        touch it must fit inside `text`, hence the `limit`. Pre-tokens: the preferred cut is just
-        before a newline followed by a non-space (`_LINE_CUT`); text without one falls back to the
-        end of the last pre-token whose match no continuation can change (`_certain_end`).
+        Then, for any continuation `rest`, `encode(text + rest)` equals
+        `encode(text[:k]) + encode(text[k:] + rest)`. (Text without whitespace stays buffered.)
         """
-        limit = len(text) - max(self._max_special - 1, 0)
-        # A newline cut also needs its next character to be ordinary text, not a special token.
-        k = len(text) - max(self._max_special, 1)
-        while k > 0:
-            k = text.rfind("\n", 0, k)
-            if k <= 0:
+        end = len(text) - self._max_special
+        window = 1 << 10
+        while end > 0:
+            lo = max(0, end - window)
+            cuts = [m.start() for m in _WHITESPACE_AFTER_NON_WHITESPACE.finditer(text, lo, end)]
+            for k in reversed(cuts):
+                if k > 0 and is_safe_split(text, k, self.special_tokens):
+                    return k
+            if lo == 0:
                 break
-            if not text[k + 1].isspace() and not self._special_near(text, k):
-                return k
-        # No usable newline: cut after the last pre-token that is certain.
-        start = 0
-        if self._special_re is not None:
-            for m in self._special_re.finditer(text):
-                if m.start() >= limit:
-                    break
-                start = m.end()
-        if start >= limit:
-            return start
-        return start + _certain_end(text[start:limit])
-
-    def _special_near(self, text: str, k: int) -> bool:
-        """Does a special token occurrence contain position `k` strictly inside, or start at k + 1?"""
-        return any(
-            text.find(s, k - len(s) + 1, k + len(s) - 1) >= 0 or text.startswith(s, k + 1) for s in self.special_tokens
-        )
+            end, window = lo + 1, window * 4
+        return 0
 
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, ids: Iterable[int]) -> str:
@@ -333,7 +337,7 @@ class Tokenizer:
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).decode([104, 195])
         'h\\ufffd'
         """
-        ids = list(ids)
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # numpy arrays: plain ints
         try:
             data = b"".join(map(self.vocab.__getitem__, ids))
         except (KeyError, TypeError):
@@ -346,21 +350,6 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={len(self.vocab)}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
-
-
-def _certain_end(text: str) -> int:
-    """End of the last GPT-2 pre-token of `text` that any continuation of `text` keeps intact.
-
-    A match `[s, e)` is decided by at most the characters up to `max(e + 1, s + 3)`: greedy runs
-    stop at the first character that does not fit, the lookahead `(?!\\S)` reads one character,
-    and a contraction reads three. So a match with `e + 2 <= len(text)` is certain.
-    """
-    end = 0
-    for m in GPT2_REGEX.finditer(text):
-        if m.end() + 2 > len(text):
-            break
-        end = m.end()
-    return end
 
 
 def _is_hashable(x) -> bool:

@@ -7,8 +7,8 @@ resuming exactly needs (RNG states, the data sampler, the config).
 
 from __future__ import annotations
 
-import io
 import os
+import zipfile
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -39,7 +39,10 @@ def save_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write model, optimizer and iteration (and `extra`) to a path or a binary file object."""
+    """Write model, optimizer and iteration (and `extra`) to a path or a binary file object.
+
+    A path is written to `<path>.tmp` and renamed over the target only when complete, so a run
+    killed while saving keeps its previous checkpoint."""
     payload = {
         "format": FORMAT,
         "model": _unwrap(model).state_dict(),
@@ -47,7 +50,15 @@ def save_checkpoint(
         "iteration": int(iteration),
         "extra": extra or {},
     }
-    torch.save(payload, out)
+    if not isinstance(out, (str, os.PathLike)):
+        torch.save(payload, out)
+        return
+    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes]) -> dict[str, Any]:
@@ -55,19 +66,53 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes]) -> dict[str, 
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "<file object>")
     if isinstance(src, (str, os.PathLike)) and not Path(src).exists():
         raise CS336Error(f"checkpoint not found: {name}")
+    _check_archive(src, name)
     try:
         payload = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt zip/pickle data
-        raise CS336Error(f"cannot read checkpoint {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise CS336Error(f"cannot read checkpoint {name}: {_why(e)}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CS336Error(f"{name} is not a cs336 checkpoint")
     return payload
 
 
+def _check_archive(src, name: str) -> None:
+    """torch.save writes a zip archive: its first bytes say whether the file is one at all, and its
+    central directory (written last) whether it is complete."""
+    f = open(src, "rb") if isinstance(src, (str, os.PathLike)) else src
+    try:
+        start = f.tell()
+        magic = f.read(4)
+        f.seek(start)
+        complete = zipfile.is_zipfile(f)
+        f.seek(start)
+    finally:
+        if f is not src:
+            f.close()
+    if magic != b"PK\x03\x04":
+        raise CS336Error(f"cannot read checkpoint {name}: not a torch checkpoint (no zip header)")
+    if not complete:
+        raise CS336Error(f"cannot read checkpoint {name}: the file is truncated or corrupt (incomplete zip archive)")
+
+
+def _why(e: Exception) -> str:
+    """One line saying why torch.load failed (its own messages run to paragraphs)."""
+    msg = str(e)
+    if "Weights only load failed" in msg:
+        return "it contains pickled Python objects, which are not loaded because they could run code"
+    if "zip archive" in msg or "central directory" in msg:
+        return "the file is truncated or corrupt (incomplete zip archive)"
+    return f"not a torch checkpoint ({type(e).__name__})"
+
+
 def load_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], model: nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
     """Restore model and optimizer state from `src`; return the saved iteration."""
     payload = read_checkpoint(src)
-    _unwrap(model).load_state_dict(payload["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
+    try:
+        _unwrap(model).load_state_dict(payload["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        # torch lists every missing/unexpected key on many lines; the first says what is wrong
+        raise CS336Error(f"checkpoint does not fit this model/optimizer: {str(e).strip().splitlines()[0]}") from e
     return payload["iteration"]

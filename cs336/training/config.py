@@ -68,7 +68,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
-    grad_clip: float | None = 1.0  # max global L2 norm of the gradient; None or 0 = no clipping
+    grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
 
 
 @dataclass
@@ -101,6 +101,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda > mps > cpu
     dtype: str = "float32"  # "float32" | "bfloat16" (autocast; parameters stay float32)
     compile: bool = False  # torch.compile the model
+    threads: int | None = None  # CPU threads for PyTorch ops; None = PyTorch's default (all cores)
     tf32: bool = True  # TF32 matmuls on CUDA
     nan_policy: str = "stop"  # non-finite loss or gradient: "stop" the run, or "skip" the update
     max_nan_skips: int = 10  # with "skip": stop after this many skipped updates
@@ -139,7 +140,8 @@ class TrainConfig:
         return cfg
 
     def to_toml(self) -> str:
-        """The config as TOML (None values are omitted: they are the defaults' "unset")."""
+        """The config as TOML. TOML has no null: None values are omitted, which reads back as None
+        because every optional field defaults to None."""
         d = self.to_dict()
         lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
         for table in ("model", "optim", "data"):
@@ -161,7 +163,7 @@ class TrainConfig:
             (o.lr >= 0 and o.min_lr >= 0, "optim.lr and optim.min_lr must be non-negative"),
             (o.warmup_iters >= 0, "optim.warmup_iters must be non-negative"),
             (all(0 <= b < 1 for b in o.betas), f"optim.betas={list(o.betas)} must lie in [0, 1)"),
-            (o.eps >= 0 and o.weight_decay >= 0, "optim.eps and optim.weight_decay must be non-negative"),
+            (o.eps >= 0 and o.weight_decay >= 0 and o.grad_clip >= 0, "optim.eps, optim.weight_decay and optim.grad_clip must be non-negative"),
             (self.batch_size > 0 and self.grad_accum_steps > 0, "batch_size and grad_accum_steps must be positive"),
             (self.batch_size % self.grad_accum_steps == 0, f"batch_size={self.batch_size} must be divisible by grad_accum_steps={self.grad_accum_steps}"),
             (self.eval_interval >= 0 and self.eval_batches >= 0, "eval_interval and eval_batches must be non-negative"),
@@ -172,6 +174,7 @@ class TrainConfig:
             (self.dtype in ("float32", "bfloat16"), f"dtype={self.dtype!r} must be 'float32' or 'bfloat16'"),
             (self.nan_policy in ("stop", "skip"), f"nan_policy={self.nan_policy!r} must be 'stop' or 'skip'"),
             (self.max_nan_skips >= 0, "max_nan_skips must be non-negative"),
+            (self.threads is None or self.threads > 0, "threads must be positive"),
             (self.data.dtype in (None, "uint16", "uint32"), f"data.dtype={self.data.dtype!r} must be 'uint16' or 'uint32'"),
         ]
         for ok, msg in checks:

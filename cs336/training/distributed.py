@@ -34,8 +34,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+_OWNED = False  # whether `init` created the process group (and so `shutdown` may destroy it)
+
+
 def init(device_type: str) -> DistInfo:
     """Join the process group torchrun described in the environment (no-op when not launched so)."""
+    global _OWNED
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -45,12 +49,16 @@ def init(device_type: str) -> DistInfo:
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
+        _OWNED = True
     return info
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if `init` created it."""
+    global _OWNED
+    if _OWNED and dist.is_initialized():
         dist.destroy_process_group()
+    _OWNED = False
 
 
 def mean_across_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -60,6 +68,16 @@ def mean_across_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x / info.world_size
+
+
+def rank0_value(x: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's value of a float, on every rank (e.g. the clock, so that all ranks agree on the
+    learning rate and on when a time budget ends)."""
+    if not info.enabled:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t)
 
 
 def barrier(info: DistInfo) -> None:

@@ -40,6 +40,17 @@ class AdamW(torch.optim.Optimizer):
 
     State per parameter: `step` (a float tensor, so checkpoints stay tensor-only), `exp_avg`,
     `exp_avg_sq`, the names torch.optim.AdamW uses.
+
+    How it differs from `torch.optim.AdamW` (same lr, betas, eps, λ), and why both are tiny:
+
+    - order of the decay: torch decays first, θ(1−lrλ) − u; here θ ← (θ − u)(1−lrλ), which is
+      torch's result plus lr·λ·u, an O(lr²λ) term per step. Algebraically this is exactly torch's
+      update with lr' = lr(1−lrλ) and λ' = λ/(1−lrλ).
+    - ε: torch divides by √v̂ + ε with v̂ = v/(1−β₂ᵗ); folding the bias correction into α_t as the
+      handout does puts ε/√(1−β₂ᵗ) there instead (the "ε-hat" form): 32ε at step 1 with
+      β₂ = 0.999, tending to ε, so it matters only in early steps and for gradients near ε.
+
+    With ε = 0 and lr', λ' the two are equal to float64 rounding (tests/test_training_primitives.py).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
@@ -105,8 +116,10 @@ def gradient_clipping(parameters: Iterable[nn.Parameter], max_l2_norm: float, ep
     if not grads:
         return torch.tensor(0.0)
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-    if norm > max_l2_norm:
-        scale = max_l2_norm / (norm + eps)
+    scale = max_l2_norm / (norm + eps)
+    # "Above the max" means scale < 1, i.e. norm + eps > max: the same test as
+    # torch.nn.utils.clip_grad_norm_, so the two agree even at the boundary.
+    if scale < 1:
         for g in grads:
             g.mul_(scale.to(g.dtype))
     return norm

@@ -196,9 +196,18 @@ class _Trainer:
         self.micro = per_rank  # sequences per forward pass
         self.rows = slice(self.dist.rank * per_rank * cfg.grad_accum_steps, (self.dist.rank + 1) * per_rank * cfg.grad_accum_steps)
 
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda" and cfg.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
+
+        self._wandb = None
+        if cfg.wandb and self.dist.is_main:
+            try:
+                import wandb
+            except ImportError:
+                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
+            self._wandb = wandb
 
         self.train_data = open_tokens(cfg.data.train, cfg, "train")
         self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and cfg.eval_batches > 0 else None
@@ -338,6 +347,12 @@ class _Trainer:
         return loss_v, norm_v
 
     # --- the run ------------------------------------------------------------------------------
+    def _clock(self, t_origin: float) -> float:
+        """The run's wall-clock seconds. With a time budget the clock sets the learning rate and the
+        end, so every rank takes rank 0's reading (otherwise the ranks' weights would drift apart)."""
+        now = time.perf_counter() - t_origin
+        return now if self.budget_s is None else distributed.rank0_value(now, self.dist, self.device)
+
     def _prepare_run_dir(self) -> None:
         if not self.dist.is_main:
             return
@@ -356,12 +371,8 @@ class _Trainer:
         if not self.dist.is_main:
             return None
         wandb_run = None
-        if self.cfg.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
-            wandb_run = wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
+        if self._wandb is not None:
+            wandb_run = self._wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
         return RunLog(self.run_dir / "log.jsonl", wandb_run)
 
     def _summary(self, status: str, last_train: float | None, last_val: float | None, message: str = "") -> dict[str, Any]:
@@ -373,7 +384,7 @@ class _Trainer:
             "train_loss": last_train,
             "val_loss": last_val,
             "val_ppl": math.exp(last_val) if last_val is not None and last_val < 700 else None,
-            "wall_s": round(s.wall_s, 3),
+            "wall_s": round(s.wall_s, 4),
             "nan_skips": s.nan_skips,
             "parameters": self.model.num_parameters(),
             "device": str(self.device),
@@ -418,7 +429,7 @@ class _Trainer:
             if self.valid_data is None:
                 return
             last_val, last_eval_step = self.evaluate(), s.step
-            emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 3),
+            emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4),
                   "val_loss": last_val, "val_ppl": math.exp(min(last_val, 700.0))})
             if self.progress:
                 bar.write(f"step {s.step}: val_loss {last_val:.4f}")
@@ -429,8 +440,8 @@ class _Trainer:
         try:
             if s.step == 0 and last_eval_step is None:
                 run_eval()
-            while True:
-                s.wall_s = time.perf_counter() - t_origin
+            s.wall_s = self._clock(t_origin)
+            while True:  # the clock is read once per step, so the last record shows why the run ended
                 if self.total is not None and s.step >= self.total:
                     break
                 if self.budget_s is not None and s.wall_s >= self.budget_s:
@@ -439,36 +450,42 @@ class _Trainer:
                 lr = self.lr_at(s.step + 1, s.wall_s)
                 loss, grad_norm = self.train_step(lr)
                 s.step += 1
-                window_time += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                window_time += dt
                 window_tokens += cfg.tokens_per_step
-                s.wall_s = time.perf_counter() - t_origin
+                s.wall_s = self._clock(t_origin)
+                done = (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
 
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                if finite:
+                    last_train = loss
+                else:
                     s.nan_skips += 1
+                if s.step % cfg.log_interval == 0 or s.step == 1 or done or not finite:
+                    tps = window_tokens / max(window_time, 1e-9)
+                    emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4), "lr": lr,
+                          "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)})
+                    window_tokens, window_time = 0, 0.0
+                if self.progress:
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):,.0f}", refresh=False)
+                if not finite:
                     what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} ({loss if not math.isfinite(loss) else grad_norm}) at step {s.step}"
                     if cfg.nan_policy == "stop" or s.nan_skips > cfg.max_nan_skips:
                         good = checkpoint_paths(self.run_dir)
                         status = "diverged"
-                        message = (f"{what}: run stopped (nan_policy={cfg.nan_policy!r}, {s.nan_skips} skipped); "
+                        message = (f"{what}: run stopped (nan_policy={cfg.nan_policy!r}, {s.nan_skips} non-finite steps); "
                                    f"last good checkpoint: {good[-1] if good else 'none'}; try a lower optim.lr")
                         if self.progress:
                             bar.write(message)
                         break
                     if self.progress:
                         bar.write(f"{what}: update skipped ({s.nan_skips}/{cfg.max_nan_skips})")
-
-                last_train = loss
-                done = (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
-                if s.step % cfg.log_interval == 0 or s.step == 1 or done:
-                    tps = window_tokens / max(window_time, 1e-9)
-                    emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 3), "lr": lr,
-                          "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)})
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}", refresh=False)
-                    window_tokens, window_time = 0, 0.0
                 if cfg.eval_interval and s.step % cfg.eval_interval == 0 and not done:
                     run_eval()
+                    s.wall_s = self._clock(t_origin)
                 if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not done:
                     self._checkpoint()
+                    s.wall_s = self._clock(t_origin)
                 if self.total is not None:
                     bar.update(1)
                 else:
@@ -479,7 +496,7 @@ class _Trainer:
                     run_eval()
                 if not checkpoint_paths(self.run_dir) or checkpoint_paths(self.run_dir)[-1].name != f"step_{s.step:07d}.pt":
                     self._checkpoint()
-                s.wall_s = time.perf_counter() - t_origin
+                s.wall_s = self._clock(t_origin)
         except KeyboardInterrupt:
             if self.dist.is_main:
                 self._summary("interrupted", last_train, last_val, f"interrupted at step {s.step}; rerun to resume from the last checkpoint")
@@ -499,10 +516,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     the files.
     """
     config.validate()
-    trainer = None
     try:
-        trainer = _Trainer(config, progress)
-        return trainer.run()
+        return _Trainer(config, progress).run()
     finally:
-        if trainer is not None and trainer.dist.enabled:
-            distributed.shutdown()
+        distributed.shutdown()  # leaves a process group alone unless this call created it

@@ -1,0 +1,218 @@
+"""Counting a Transformer LM's cost on paper: parameters, FLOPs and AdamW training memory.
+
+Everything here is arithmetic on the model's shape (a `ModelShape`, built from numbers, a config
+dict or an instantiated `TransformerLM`), so it works for GPT-2 XL without allocating it. The tests
+check each count against the real thing: parameters against `sum(p.numel())`, FLOPs against
+`torch.utils.flop_counter.FlopCounterMode`, memory against what autograd keeps for a training step.
+
+>>> xl = GPT2_SHAPES["xl"]
+>>> num_parameters(xl)
+2127057600
+>>> round(sum(forward_flops(xl).values()) / 1e12, 3)  # one 1,024-token sequence
+4.513
+
+Conventions (the handout's):
+
+- A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
+  >99% of the work); norms, softmax, RoPE, SiLU and residual adds are not.
+- Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
+  computes them (the causal mask does not remove work).
+- Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
+  (the gradient of each input), so it is exactly 2× the forward matmul FLOPs.
+- Activation memory counts one tensor per operation the handout lists (see `activation_counts`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# The handout's AdamW update, element-wise operations per parameter:
+# m (3: β₁m, (1−β₁)g, add), v (4: g², (1−β₂)g², β₂v, add), θ −= α_t m/(√v+ε) (5), θ −= lr·λ·θ (2).
+ADAMW_FLOPS_PER_PARAMETER = 14
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers that fix a TransformerLM's cost (the architecture switches of `TransformerLM`)."""
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    norm: str = "pre"  # "pre" | "post" | "none": "none" drops every RMSNorm, final one included
+    position: str = "rope"  # "rope" | "nope": RoPE has no parameters and no matmuls either way
+    ffn: str = "swiglu"  # "swiglu" (w1, w2, w3 of width d_ff) | "silu" (w1, w2 of width silu_d_ff)
+    silu_d_ff: int | None = None  # width of the SiLU FFN; None means 4·d_model, as in the model
+    tie_embeddings: bool = False  # the LM head is the embedding matrix: counted once
+
+    def __post_init__(self):
+        for name, value, choices in (("norm", self.norm, ("pre", "post", "none")), ("position", self.position, ("rope", "nope")), ("ffn", self.ffn, ("swiglu", "silu"))):
+            if value not in choices:
+                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.ffn == "silu" and self.silu_d_ff is None:  # one spelling of the default, so shapes compare equal
+            object.__setattr__(self, "silu_d_ff", 4 * self.d_model)
+
+    @property
+    def ffn_width(self) -> int:
+        """The FFN's hidden width: d_ff for SwiGLU, silu_d_ff (default 4·d_model) for SiLU."""
+        return self.d_ff if self.ffn == "swiglu" else self.silu_d_ff
+
+    @property
+    def ffn_matrices(self) -> int:
+        return 3 if self.ffn == "swiglu" else 2
+
+    @classmethod
+    def of(cls, model: Any) -> ModelShape:
+        """A shape from a `ModelShape`, a config dict (keys of `TransformerLM`; `rope_theta` and the
+        like are ignored) or a `TransformerLM` instance (meta-device ones included)."""
+        if isinstance(model, cls):
+            return model
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if isinstance(model, dict):
+            ignored = {"rope_theta", "theta", "device", "dtype", "fused"}
+            unknown = set(model) - fields - ignored
+            if unknown:
+                raise ValueError(f"unknown model keys {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
+            return cls(**{k: v for k, v in model.items() if k in fields})
+        values = {f: getattr(model, f) for f in fields if hasattr(model, f)}
+        if values.get("ffn") == "silu":
+            values["silu_d_ff"] = model.layers[0].ffn.w1.weight.shape[0] if len(model.layers) else None
+        return cls(**values)
+
+
+# GPT-2's shapes with the handout's architecture (SwiGLU with d_ff = 4·d_model, untied head).
+GPT2_SHAPES: dict[str, ModelShape] = {
+    name: ModelShape(vocab_size=50257, context_length=1024, d_model=d, num_layers=n, num_heads=h, d_ff=4 * d)
+    for name, n, d, h in (("small", 12, 768, 12), ("medium", 24, 1024, 16), ("large", 36, 1280, 20), ("xl", 48, 1600, 25))
+}
+
+
+# ------------------------------------------------------------------------------------ parameters
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Parameters by component, summed over layers; a tied LM head counts zero (it is the embedding).
+
+    >>> parameter_counts(ModelShape(100, 16, 8, 1, 2, 24))
+    {'token_embeddings': 800, 'attention': 256, 'ffn': 576, 'norms': 24, 'lm_head': 800}
+    """
+    s = ModelShape.of(model)
+    d, n = s.d_model, s.num_layers
+    norms_per_layer = 0 if s.norm == "none" else 2
+    return {
+        "token_embeddings": s.vocab_size * d,
+        "attention": n * 4 * d * d,  # q, k, v, output projections
+        "ffn": n * s.ffn_matrices * d * s.ffn_width,
+        "norms": (n * norms_per_layer + (0 if s.norm == "none" else 1)) * d,
+        "lm_head": 0 if s.tie_embeddings else s.vocab_size * d,
+    }
+
+
+def num_parameters(model: Any) -> int:
+    """Distinct trainable parameters (what `sum(p.numel() for p in model.parameters())` gives)."""
+    return sum(parameter_counts(model).values())
+
+
+# ----------------------------------------------------------------------------------------- FLOPs
+def forward_flops(model: Any, seq_len: int | None = None, batch_size: int = 1) -> dict[str, int]:
+    """Matrix-multiply FLOPs of one forward pass by component, summed over layers.
+
+    `seq_len` defaults to the context length. Each entry is 2mnp summed over its matmuls:
+    tokens T = batch·seq; QKV 3·2·T·d², scores (QKᵀ) 2·batch·seq²·d (all heads together),
+    weighted sum 2·batch·seq²·d, output projection 2·T·d², FFN (2 or 3)·2·T·d·d_ff, LM head 2·T·d·V.
+    """
+    s = ModelShape.of(model)
+    seq = s.context_length if seq_len is None else seq_len
+    t, d, n = batch_size * seq, s.d_model, s.num_layers
+    return {
+        "qkv_projections": n * 3 * 2 * t * d * d,
+        "attention_scores": n * 2 * batch_size * seq * seq * d,
+        "attention_weighted_sum": n * 2 * batch_size * seq * seq * d,
+        "output_projection": n * 2 * t * d * d,
+        "ffn": n * s.ffn_matrices * 2 * t * d * s.ffn_width,
+        "lm_head": 2 * t * d * s.vocab_size,
+    }
+
+
+def backward_flops(model: Any, seq_len: int | None = None, batch_size: int = 1) -> int:
+    """Matmul FLOPs of the backward pass: each forward matmul C = AB needs ∂A = ∂C·Bᵀ and
+    ∂B = Aᵀ·∂C, two matmuls of its size (every input of every matmul needs a gradient here:
+    weights, and activations that descend from the trained embedding)."""
+    return 2 * sum(forward_flops(model, seq_len, batch_size).values())
+
+
+def training_step_flops(model: Any, seq_len: int | None = None, batch_size: int = 1, *, include_optimizer: bool = True) -> int:
+    """Forward + backward (3× forward) plus, optionally, the AdamW update (a few FLOPs per parameter)."""
+    fwd = sum(forward_flops(model, seq_len, batch_size).values())
+    opt = ADAMW_FLOPS_PER_PARAMETER * num_parameters(model) if include_optimizer else 0
+    return 3 * fwd + opt
+
+
+def training_days(flops_per_step: float, steps: int, peak_flops: float, mfu: float) -> float:
+    """Wall-clock days for `steps` steps at `mfu` × `peak_flops` FLOP/s.
+
+    >>> training_days(1e15, 86400, 1e15, 0.5)
+    2.0
+    """
+    return flops_per_step * steps / (peak_flops * mfu) / 86400
+
+
+# ---------------------------------------------------------------------------------------- memory
+def activation_counts(model: Any, batch_size: int, seq_len: int | None = None) -> dict[str, int]:
+    """Activation elements a training step keeps for the backward pass, by component, summed over
+    layers: one tensor per operation in the handout's list.
+
+    Per block (T = batch·seq tokens, h heads): RMSNorms 2·T·d (none without norms), QKV projections
+    3·T·d, QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of values T·d, output projection
+    T·d, W1 T·d_ff, SiLU T·d_ff, W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product
+    SiLU(W1x)⊙W3x T·d_ff, which W2's backward needs. After the blocks: final RMSNorm T·d, output
+    embedding (logits) T·V, cross-entropy on the logits (the softmax it keeps) T·V.
+    """
+    s = ModelShape.of(model)
+    seq = s.context_length if seq_len is None else seq_len
+    t, d, n, w, v = batch_size * seq, s.d_model, s.num_layers, s.ffn_width, s.vocab_size
+    norms = 0 if s.norm == "none" else 1
+    swiglu = s.ffn == "swiglu"
+    return {
+        "rmsnorm": n * 2 * norms * t * d,
+        "qkv_projections": n * 3 * t * d,
+        "attention_scores": n * s.num_heads * batch_size * seq * seq,
+        "softmax": n * s.num_heads * batch_size * seq * seq,
+        "attention_weighted_sum": n * t * d,
+        "output_projection": n * t * d,
+        "ffn_w1": n * t * w,
+        "ffn_silu": n * t * w,
+        "ffn_w3": n * t * w if swiglu else 0,
+        "ffn_gate": n * t * w if swiglu else 0,
+        "ffn_w2": n * t * d,
+        "final_rmsnorm": norms * t * d,
+        "lm_head": t * v,
+        "cross_entropy": t * v,
+    }
+
+
+def adamw_memory(model: Any, batch_size: int, seq_len: int | None = None, dtype_bytes: int = 4) -> dict[str, int]:
+    """Peak bytes of an AdamW training step by component, assuming (as the handout does) that all
+    of them are alive at once: parameters, gradients, optimizer state (m and v: 2× parameters) and
+    the activations of `activation_counts`. Sum the values for the total."""
+    p = num_parameters(model) * dtype_bytes
+    acts = sum(activation_counts(model, batch_size, seq_len).values()) * dtype_bytes
+    return {"parameters": p, "gradients": p, "optimizer_state": 2 * p, "activations": acts}
+
+
+def adamw_memory_linear(model: Any, seq_len: int | None = None, dtype_bytes: int = 4) -> tuple[int, int]:
+    """(a, b) with peak bytes M(B) = a·B + b: activations grow with the batch, the rest does not."""
+    b = sum(adamw_memory(model, 0, seq_len, dtype_bytes).values())
+    a = sum(adamw_memory(model, 1, seq_len, dtype_bytes).values()) - b
+    return a, b
+
+
+def largest_batch(model: Any, memory_bytes: float, seq_len: int | None = None, dtype_bytes: int = 4) -> int:
+    """The largest batch size whose `adamw_memory` fits in `memory_bytes` (0 if none does)."""
+    a, b = adamw_memory_linear(model, seq_len, dtype_bytes)
+    return max(0, math.floor((memory_bytes - b) / a))

@@ -1,0 +1,177 @@
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cs336.errors import CS336Error
+from cs336.training.config import ModelConfig, TrainConfig, apply_overrides, load_config, resolve_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "run.toml"
+    p.write_text(text)
+    return p
+
+
+def test_toml_tables_fill_their_dataclasses_and_the_rest_stays_default(tmp_path):
+    cfg = load_config(write(tmp_path, 'name = "x"\nmax_steps = 7\n[model]\nd_model = 64\nnum_heads = 4\n[optim]\nbetas = [0.8, 0.9]\n'))
+    assert cfg.name == "x" and cfg.max_steps == 7 and cfg.total_steps == 7
+    assert cfg.model.d_model == 64 and cfg.model.num_layers == ModelConfig().num_layers
+    assert cfg.optim.betas == (0.8, 0.9) and isinstance(cfg.optim.betas, tuple)
+
+
+@pytest.mark.parametrize(
+    "override, field, expected",
+    [
+        ("optim.lr=3e-3", ("optim", "lr"), 3e-3),
+        ("optim.lr=1", ("optim", "lr"), 1.0),  # an int literal is fine for a float field
+        ("model.fused=true", ("model", "fused"), True),
+        ("optim.betas=[0.5, 0.6]", ("optim", "betas"), (0.5, 0.6)),
+        ("name=bare_word", ("name",), "bare_word"),
+        ('name="quoted word"', ("name",), "quoted word"),
+        ("optim.grad_clip=0", ("optim", "grad_clip"), 0.0),
+        ("optim.cosine_iters=none", ("optim", "cosine_iters"), None),
+        ("model.silu_d_ff=2048", ("model", "silu_d_ff"), 2048),
+        ("batch_size=64", ("batch_size",), 64),
+        ("data.train={data_dir}/x.npy", ("data", "train"), "{data_dir}/x.npy"),
+    ],
+)
+def test_overrides_are_parsed_by_the_field_type(tmp_path, override, field, expected):
+    cfg = load_config(write(tmp_path, "max_steps = 1\n"), [override])
+    value = cfg
+    for part in field:
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_setting_one_run_length_on_the_command_line_replaces_the_files():
+    cfg = load_config(ROOT / "configs" / "tinystories.toml", ["max_steps=5"])
+    assert cfg.max_steps == 5 and cfg.max_tokens is None and cfg.total_steps == 5
+    cfg = load_config(ROOT / "configs" / "tinystories.toml", ["max_minutes=1.5"])
+    assert cfg.max_minutes == 1.5 and cfg.total_steps is None
+
+
+@pytest.mark.parametrize(
+    "text, overrides, words",
+    [
+        ("max_steps = 1\nbogus = 2\n", [], ["bogus", "batch_size", "max_steps"]),
+        ("max_steps = 1\n[optim]\nlrr = 2\n", [], ["optim.lrr", "lr", "min_lr", "weight_decay"]),
+        ("max_steps = 1\n[extra]\nx = 1\n", [], ["extra", "model", "optim"]),
+        ("max_steps = 1\n", ["optim.lrr=1"], ["optim.lrr", "warmup_iters"]),
+        ("max_steps = 1\n", ["nosuch=1"], ["nosuch", "grad_accum_steps"]),
+        ("max_steps = 1\n", ["model=1"], ["model", "table"]),
+        ("max_steps = 1\n", ["a.b.c=1"], ["a.b.c"]),
+        ("max_steps = 1\n", ["lr"], ["key=value"]),
+    ],
+)
+def test_unknown_keys_are_errors_that_list_the_valid_ones(tmp_path, text, overrides, words):
+    with pytest.raises(CS336Error) as e:
+        load_config(write(tmp_path, text), overrides)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.lr=fast", "optim.lr"),
+        ("model.d_model=1.5", "model.d_model"),
+        ("model.fused=1", "model.fused"),
+        ("batch_size=true", "batch_size"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("optim.betas=0.9", "optim.betas"),
+        ("name=3", "name"),
+        ("max_steps=[1]", "max_steps"),
+    ],
+)
+def test_values_of_the_wrong_type_name_the_key(tmp_path, override, key):
+    with pytest.raises(CS336Error, match=key.replace(".", r"\.")):
+        load_config(write(tmp_path, "max_steps = 1\n"), [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["model.num_heads=5"], ["divisible", "num_heads"]),
+        (["batch_size=10", "grad_accum_steps=3"], ["batch_size", "grad_accum_steps"]),
+        (["model.norm=layer"], ["model.norm"]),
+        (["nan_policy=ignore"], ["nan_policy"]),
+        (["dtype=float16"], ["dtype"]),
+        (["device=tpu"], ["device"]),
+        (["optim.betas=[0.9, 1.0]"], ["betas"]),
+        (["max_steps=0"], ["max_steps", "positive"]),
+        (["max_steps=none"], ["exactly one"]),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_reason(tmp_path, overrides, words):
+    with pytest.raises(CS336Error) as e:
+        load_config(write(tmp_path, "max_steps = 1\n"), overrides)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_two_run_lengths_in_one_file_are_an_error(tmp_path):
+    with pytest.raises(CS336Error, match="exactly one"):
+        load_config(write(tmp_path, "max_steps = 1\nmax_tokens = 100\n"))
+
+
+def test_missing_or_malformed_files_are_clear_errors(tmp_path):
+    with pytest.raises(CS336Error, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(CS336Error, match="not valid TOML"):
+        load_config(write(tmp_path, "max_steps = \n"))
+
+
+def test_every_optional_field_defaults_to_none_so_toml_can_omit_it():
+    import dataclasses
+    import typing
+
+    from cs336.training.config import DataConfig, OptimConfig
+
+    for cls in (TrainConfig, ModelConfig, OptimConfig, DataConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if type(None) in typing.get_args(hints[f.name]):
+                assert f.default is None, f"{cls.__name__}.{f.name}"
+
+
+def test_dict_json_and_toml_forms_round_trip_exactly(tmp_path):
+    cfg = load_config(ROOT / "configs" / "tinystories.toml", ["optim.cosine_iters=5000", "model.silu_d_ff=none", "run_dir=runs/x"])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig.from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert load_config(tmp_path / "config.json") == cfg  # a run's saved config reloads as a config
+
+
+def test_tinystories_config_is_the_handouts_reference_run():
+    cfg = load_config(ROOT / "configs" / "tinystories.toml")
+    m = cfg.model
+    assert (m.vocab_size, m.context_length, m.d_model, m.d_ff, m.num_layers, m.num_heads, m.rope_theta) == (10_000, 256, 512, 1344, 4, 16, 10_000.0)
+    assert cfg.max_tokens == 327_680_000
+    assert cfg.total_steps * cfg.batch_size * m.context_length == 327_680_000
+
+
+def test_demo_config_trains_on_a_wall_clock_budget():
+    cfg = load_config(ROOT / "configs" / "demo.toml")
+    assert cfg.max_minutes and cfg.max_minutes <= 3 and cfg.total_steps is None
+
+
+def test_max_tokens_rounds_up_to_whole_steps():
+    cfg = TrainConfig.from_dict({"max_tokens": 1000, "batch_size": 2, "model": {"context_length": 100}})
+    assert cfg.tokens_per_step == 200 and cfg.total_steps == 5
+    cfg = TrainConfig.from_dict({"max_tokens": 1001, "batch_size": 2, "model": {"context_length": 100}})
+    assert cfg.total_steps == 6
+
+
+def test_data_dir_placeholder_expands_to_the_data_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("CS336_DATA_DIR", str(tmp_path))
+    assert resolve_path("{data_dir}/a/b.npy") == tmp_path.resolve() / "a" / "b.npy"
+    assert resolve_path("rel/b.npy") == Path("rel/b.npy")
+
+
+def test_apply_overrides_does_not_modify_its_input():
+    d = {"optim": {"lr": 1.0}}
+    assert apply_overrides(d, ["optim.lr=2"]) == {"optim": {"lr": 2}}
+    assert d == {"optim": {"lr": 1.0}}

@@ -1,0 +1,326 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cs336.training.trainer as trainer_module
+from cs336 import get_lr_cosine_schedule
+from cs336.cli import main
+from cs336.errors import CS336Error
+from cs336.training.checkpoint import read_checkpoint
+from cs336.training.runlog import read_log
+from cs336.training.trainer import checkpoint_paths, load_run_model, train
+from engine_fixtures import byte_token_files, single_thread, subprocess_env, tiny_config  # noqa: F401 (single_thread: autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_KEYS = {"step", "tokens", "wall_s", "lr", "train_loss", "grad_norm", "tokens_per_s"}
+EVAL_KEYS = {"step", "tokens", "wall_s", "val_loss", "val_ppl"}
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return byte_token_files(tmp_path_factory.mktemp("tokens"))
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["train_loss"] for r in read_log(Path(run_dir) / "log.jsonl") if "train_loss" in r}
+
+
+def test_a_run_lowers_validation_loss_and_leaves_a_complete_run_directory(tokens, tmp_path):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=30, eval_interval=10, checkpoint_interval=10, log_interval=5)
+    summary = train(cfg, progress=False)
+    run = tmp_path / "run"
+    records = read_log(run / "log.jsonl")
+    train_recs = [r for r in records if "train_loss" in r]
+    evals = [r for r in records if "val_loss" in r]
+    assert all(set(r) == TRAIN_KEYS for r in train_recs) and all(set(r) == EVAL_KEYS for r in evals)
+    assert [r["step"] for r in train_recs] == [1, 5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in evals] == [0, 10, 20, 30]
+    assert all(r["tokens"] == r["step"] * 8 * 32 for r in records)
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # from ~ln 256 = 5.5 down
+    assert evals[0]["val_loss"] == pytest.approx(math.log(256), abs=0.3)
+    assert all(e["val_ppl"] == pytest.approx(math.exp(e["val_loss"])) for e in evals)
+    assert [p.name for p in checkpoint_paths(run)] == ["step_0000020.pt", "step_0000030.pt"]  # keep 2
+    assert summary["status"] == "finished" and summary["step"] == 30 and summary["tokens"] == 30 * 256
+    assert summary["val_loss"] == evals[-1]["val_loss"] and summary["train_loss"] == train_recs[-1]["train_loss"]
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    assert (run / "config.toml").exists()
+    model, saved = load_run_model(run)
+    assert saved == cfg
+    ckpt = read_checkpoint(checkpoint_paths(run)[-1])
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_logged_learning_rate_follows_the_cosine_schedule(tokens, tmp_path):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=12, eval_batches=0)
+    train(cfg, progress=False)
+    o = cfg.optim
+    for r in read_log(tmp_path / "run" / "log.jsonl"):
+        assert r["lr"] == get_lr_cosine_schedule(r["step"], o.lr, o.min_lr, o.warmup_iters, 12)
+    assert r["step"] == 12 and r["lr"] == o.min_lr  # the last update uses the minimum
+
+
+def test_sigkill_at_an_arbitrary_step_then_resume_gives_bit_identical_losses(tokens, tmp_path):
+    over = dict(max_steps=40, checkpoint_interval=5, eval_interval=10)
+    reference = tiny_config(*tokens, tmp_path / "reference", **over)
+    train(reference, progress=False)
+    killed = tiny_config(*tokens, tmp_path / "killed", **over)
+    cfg_file = tmp_path / "killed.json"
+    cfg_file.write_text(json.dumps(killed.to_dict()))
+    env = subprocess_env()
+    cmd = [sys.executable, "-m", "cs336", "train", "--config", str(cfg_file), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while max(losses(tmp_path / "killed"), default=0) < 17 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kill_step = max(losses(tmp_path / "killed"))
+    assert 17 <= kill_step < 40, "the run should be killed mid-way"
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    records = read_log(tmp_path / "killed" / "log.jsonl")
+    steps = [r["step"] for r in records if "train_loss" in r]
+    assert steps == list(range(1, 41))  # each step logged once: records past the checkpoint were cut
+    assert losses(tmp_path / "killed") == losses(tmp_path / "reference")  # bit-identical floats
+    val = lambda d: [(r["step"], r["val_loss"]) for r in read_log(d / "log.jsonl") if "val_loss" in r]
+    assert val(tmp_path / "killed") == val(tmp_path / "reference")
+
+
+def test_extending_a_finished_run_continues_it_exactly(tokens, tmp_path):
+    # cosine_iters fixed, so the first 8 steps of both runs see the same schedule
+    straight = tiny_config(*tokens, tmp_path / "straight", max_steps=16, optim={"cosine_iters": 16})
+    train(straight, progress=False)
+    first = tiny_config(*tokens, tmp_path / "split", max_steps=8, optim={"cosine_iters": 16})
+    train(first, progress=False)
+    train(tiny_config(*tokens, tmp_path / "split", max_steps=16, optim={"cosine_iters": 16}), progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+
+
+def test_rerunning_a_finished_run_changes_nothing(tokens, tmp_path):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=6)
+    train(cfg, progress=False)
+    before = (tmp_path / "run" / "log.jsonl").read_text()
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "finished" and summary["step"] == 6
+    assert (tmp_path / "run" / "log.jsonl").read_text() == before
+
+
+def test_gradient_accumulation_matches_the_full_batch(tokens, tmp_path):
+    full = train(tiny_config(*tokens, tmp_path / "a", max_steps=8), progress=False)
+    accum = train(tiny_config(*tokens, tmp_path / "b", max_steps=8, grad_accum_steps=4), progress=False)
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    # Same batches, gradients summed in another order: float32 rounding only (~1e-7 relative),
+    # far below the ~1e-2 loss change per step that a data or scaling bug would show.
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+    assert full["val_loss"] == pytest.approx(accum["val_loss"], abs=1e-4)
+
+
+def test_bfloat16_autocast_trains_close_to_float32(tokens, tmp_path):
+    f32 = train(tiny_config(*tokens, tmp_path / "a", max_steps=10), progress=False)
+    bf16 = train(tiny_config(*tokens, tmp_path / "b", max_steps=10, dtype="bfloat16"), progress=False)
+    assert bf16["status"] == "finished"
+    assert bf16["val_loss"] == pytest.approx(f32["val_loss"], abs=0.05)  # bf16 has ~3 significant digits
+
+
+def poison_loss_from(monkeypatch, first_bad_call: int):
+    """Make the trainer's loss NaN from the given forward pass on."""
+    real = trainer_module.cross_entropy
+    calls = {"n": 0}
+
+    def fake(logits, targets):
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] >= first_bad_call and torch.is_grad_enabled() else loss
+
+    monkeypatch.setattr(trainer_module, "cross_entropy", fake)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tokens, tmp_path, monkeypatch):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=20, eval_batches=0, checkpoint_interval=4)
+    poison_loss_from(monkeypatch, first_bad_call=7)
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "diverged" and summary["step"] == 7
+    assert "non-finite loss" in summary["message"] and "step 7" in summary["message"] and "step_0000004.pt" in summary["message"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_0000004.pt"]
+    ckpt = read_checkpoint(checkpoint_paths(tmp_path / "run")[0])
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    with pytest.raises(CS336Error, match="non-finite"):  # the CLI turns it into `error: ...`, exit 2
+        trainer_module_cli_run(tmp_path / "run" / "config.json", monkeypatch)
+
+
+def trainer_module_cli_run(config_path, monkeypatch):
+    from cs336.cli import _run_train, build_parser
+
+    args = build_parser().parse_args(["train", "--config", str(config_path), "--no-progress"])
+    return _run_train(args)
+
+
+def test_nan_skip_policy_skips_bad_updates_then_gives_up(tokens, tmp_path, monkeypatch):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=20, eval_batches=0, nan_policy="skip", max_nan_skips=3)
+    poison_loss_from(monkeypatch, first_bad_call=5)
+    summary = train(cfg, progress=False)
+    assert summary["status"] == "diverged" and summary["nan_skips"] == 4 and summary["step"] == 8
+    recs = {r["step"]: r for r in read_log(tmp_path / "run" / "log.jsonl")}
+    assert recs[5]["train_loss"] is None  # non-finite values are logged as null (valid JSON)
+
+
+def test_skipped_update_leaves_the_weights_untouched(tokens, tmp_path, monkeypatch):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=4, eval_batches=0, nan_policy="skip", checkpoint_interval=1, keep_checkpoints=10)
+    poison_loss_from(monkeypatch, first_bad_call=4)
+    assert train(cfg, progress=False)["status"] == "finished"
+    s3, s4 = (read_checkpoint(p)["model"] for p in checkpoint_paths(tmp_path / "run")[-2:])
+    assert all(torch.equal(s3[k], s4[k]) for k in s3)
+
+
+def test_a_failed_checkpoint_write_is_an_error_and_keeps_the_previous_one(tokens, tmp_path, monkeypatch):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=12, eval_batches=0, checkpoint_interval=4)
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def disk_full(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: write some bytes, then the disk is full
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CS336Error, match="No space left on device.*intact"):
+        train(cfg, progress=False)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["step_0000004.pt"]  # no temp file left
+    assert read_checkpoint(ckpt_dir / "step_0000004.pt")["iteration"] == 4
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train(cfg, progress=False)["step"] == 12  # and the run resumes from it
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores directory permissions")
+def test_an_unwritable_run_directory_is_a_clear_error(tokens, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(CS336Error, match="cannot write"):
+            train(tiny_config(*tokens, locked / "run", max_steps=2), progress=False)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_run_directory_that_cannot_be_created_is_a_clear_error(tokens, tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(CS336Error, match="cannot write to run directory"):
+        train(tiny_config(*tokens, tmp_path / "afile" / "run", max_steps=2), progress=False)
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tokens, tmp_path, capsys):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=8, eval_batches=0)
+    train(cfg, progress=False)
+    reference = losses(tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "step_0000008.pt").write_bytes(b"torn")
+    train(cfg, progress=False)
+    assert "skipping" in capsys.readouterr().err
+    assert losses(tmp_path / "run") == reference  # steps 5-8 redone from step 4, identically
+
+
+def test_token_ids_beyond_the_vocabulary_are_found_before_training(tokens, tmp_path):
+    bad = np.zeros(1000, dtype=np.uint16)
+    bad[777] = 300
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(CS336Error, match="token id 300.*vocab_size=256"):
+        train(tiny_config(tmp_path / "bad.npy", tokens[1], tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [({"train": ""}, "data.train is not set"), ({"train": "nope.npy"}, "not found"), ({"valid": "nope.npy"}, "not found")],
+)
+def test_missing_data_is_a_clear_error(tokens, tmp_path, data, match):
+    with pytest.raises(CS336Error, match=match):
+        train(tiny_config(*tokens, tmp_path / "run", data=data), progress=False)
+
+
+def test_resuming_with_a_different_model_is_refused(tokens, tmp_path):
+    train(tiny_config(*tokens, tmp_path / "run", max_steps=4), progress=False)
+    with pytest.raises(CS336Error, match="different model"):
+        train(tiny_config(*tokens, tmp_path / "run", max_steps=8, model={"d_model": 64}), progress=False)
+
+
+def test_wall_clock_budget_ends_the_run_at_the_budget_with_the_minimum_lr(tokens, tmp_path):
+    budget_s = 3.0
+    cfg = tiny_config(*tokens, tmp_path / "run", max_minutes=budget_s / 60, eval_batches=0, checkpoint_interval=0)
+    summary = train(cfg, progress=False)
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "lr" in r]
+    assert summary["status"] == "finished" and [r["step"] for r in recs] == list(range(1, summary["step"] + 1))
+    assert recs[-2]["wall_s"] < budget_s <= recs[-1]["wall_s"]  # stopped at the first step past the budget
+    after_warmup = [r["lr"] for r in recs if r["step"] > cfg.optim.warmup_iters]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))  # cosine decays monotonically
+    assert after_warmup[-1] == pytest.approx(cfg.optim.min_lr, rel=0.2)  # last update: at the budget
+    assert checkpoint_paths(tmp_path / "run")[-1].name == f"step_{summary['step']:07d}.pt"
+
+
+def test_cli_train_runs_a_config_with_overrides(tokens, tmp_path, capsys):
+    cfg = tiny_config(*tokens, tmp_path / "unused", max_steps=3)
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--set", "max_steps=4", "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert "finished step 4" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["step"] == 4
+
+
+def test_cli_train_reports_a_bad_key_in_one_line(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text("max_steps = 1\n[optim]\nlearning_rate = 1\n")
+    assert main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key optim.learning_rate") and err.count("\n") == 1
+
+
+def test_wandb_receives_every_record_when_enabled(tokens, tmp_path, monkeypatch):
+    import types
+
+    seen = {"init": None, "log": [], "finished": False}
+    fake = types.ModuleType("wandb")
+    run = types.SimpleNamespace(log=lambda d, step=None: seen["log"].append((step, d)), finish=lambda: seen.update(finished=True))
+    fake.init = lambda **kw: seen.update(init=kw) or run
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=4, wandb=True, wandb_project="p")
+    train(cfg, progress=False)
+    assert seen["init"]["project"] == "p" and seen["init"]["config"] == cfg.to_dict() and seen["finished"]
+    logged = read_log(tmp_path / "run" / "log.jsonl")
+    assert [(r["step"], {k: v for k, v in r.items() if k != "step"}) for r in logged] == seen["log"]
+
+
+def test_wandb_enabled_without_the_package_is_a_clear_error(tokens, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(CS336Error, match="wandb package is not installed"):
+        train(tiny_config(*tokens, tmp_path / "run", max_steps=2, wandb=True), progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_a_rerun_finishes_it_identically(tokens, tmp_path, monkeypatch):
+    reference = tiny_config(*tokens, tmp_path / "reference", max_steps=12)
+    train(reference, progress=False)
+    real_step = trainer_module._Trainer.train_step
+
+    def interrupt_at_7(self, lr):
+        if self.state.step == 6:
+            raise KeyboardInterrupt
+        return real_step(self, lr)
+
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=12)
+    monkeypatch.setattr(trainer_module._Trainer, "train_step", interrupt_at_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(trainer_module._Trainer, "train_step", real_step)
+    assert train(cfg, progress=False)["status"] == "finished"
+    assert losses(tmp_path / "run") == losses(tmp_path / "reference")

@@ -1,0 +1,256 @@
+"""Specifications of the training primitives, each checked against PyTorch's own version."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
+from cs336.training.optim import SGD
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention (20× slower on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------------- cross-entropy
+@pytest.mark.parametrize("shape", [(7,), (3, 7), (2, 5, 11), (2, 3, 4, 13)], ids=str)
+def test_cross_entropy_equals_torch_for_any_leading_dims(shape):
+    g = torch.Generator().manual_seed(len(shape))
+    logits = torch.randn(*shape, generator=g)
+    vocab = shape[-1]
+    targets = torch.randint(0, vocab, shape[:-1], generator=g)
+    ours = cross_entropy(logits, targets)
+    ref = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
+    assert ours.shape == ()
+    torch.testing.assert_close(ours, ref)
+
+
+def test_cross_entropy_is_finite_and_exact_for_logits_times_1000():
+    g = torch.Generator().manual_seed(0)
+    logits = 1000 * torch.randn(4, 8, 50, generator=g)
+    targets = torch.randint(0, 50, (4, 8), generator=g)
+    ours = cross_entropy(logits, targets)
+    assert torch.isfinite(ours)
+    torch.testing.assert_close(ours, F.cross_entropy(logits.reshape(-1, 50), targets.reshape(-1)))
+    # the naive formula overflows here, which is what the max-subtraction is for
+    naive = -torch.log(torch.exp(logits).gather(-1, targets[..., None]) / torch.exp(logits).sum(-1, keepdim=True))
+    assert not torch.isfinite(naive).all()
+
+
+def test_cross_entropy_gradient_equals_torch():
+    g = torch.Generator().manual_seed(1)
+    a = (100 * torch.randn(6, 9, generator=g)).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    targets = torch.randint(0, 9, (6,), generator=g)
+    cross_entropy(a, targets).backward()
+    F.cross_entropy(b, targets).backward()
+    assert torch.isfinite(a.grad).all()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+# ------------------------------------------------------------------------------------------- AdamW
+def _toy_problem(dtype):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 8, generator=g, dtype=dtype), torch.randn(64, 4, generator=g, dtype=dtype)
+    return model, x, y
+
+
+def _train(make_optimizer, dtype=torch.float32, steps=1000):
+    model, x, y = _toy_problem(dtype)
+    opt = make_optimizer(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+LR, WD = 1e-3, 0.01
+
+
+def test_adamw_is_torch_adamw_up_to_decay_order_and_epsilon_placement_exactly():
+    """The handout's θ ← (θ − u)(1 − lrλ) is torch's θ(1 − lr'λ') − u' with lr' = lr(1 − lrλ),
+    λ' = λ/(1 − lrλ); with ε = 0 the ε-hat difference vanishes too. In float64 the two optimizers
+    then agree over 1,000 steps to rounding (1e-12), so nothing else differs."""
+    ours = _train(lambda p: AdamW(p, lr=LR, weight_decay=WD, eps=0.0), torch.float64)
+    lr2, wd2 = LR * (1 - LR * WD), WD / (1 - LR * WD)
+    ref = _train(lambda p: torch.optim.AdamW(p, lr=lr2, weight_decay=wd2, eps=0.0), torch.float64)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
+def test_adamw_tracks_torch_adamw_with_the_same_hyperparameters_over_1000_steps():
+    """Same lr/betas/eps/λ, float32. The decay order adds lr·λ·u per step (|u| ≲ lr·|m̂/√v̂|), so
+    after T steps |Δθ| ≲ T·lr²·λ·|m̂/√v̂| ≈ 1e-5; the ε-hat placement adds a term of the same size
+    in the first steps, and float32 rounding ~1e-6. Parameters are O(1): 1e-4 absolute bounds all
+    three, while a wrong update (missing bias correction, decay of lr·λ per step instead of
+    lr·λ·θ, ...) moves parameters by > 1e-3 over 1,000 steps (checked below)."""
+    ours = _train(lambda p: AdamW(p, lr=LR, weight_decay=WD))
+    ref = _train(lambda p: torch.optim.AdamW(p, lr=LR, weight_decay=WD))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+    # the tolerance is tight enough to see the mistakes one can make
+    assert (_train(lambda p: torch.optim.Adam(p, lr=LR, weight_decay=WD)) - ref).abs().max() > 1e-3  # L2, not decoupled
+    assert (_train(lambda p: AdamW(p, lr=LR, weight_decay=2 * WD)) - ref).abs().max() > 1e-3
+
+
+def test_adamw_state_uses_torch_names_and_round_trips():
+    model, x, y = _toy_problem(torch.float32)
+    opt = AdamW(model.parameters(), lr=LR)
+    ((model(x) - y) ** 2).mean().backward()
+    opt.step()
+    state = opt.state_dict()["state"][0]
+    assert set(state) == {"step", "exp_avg", "exp_avg_sq"} and float(state["step"]) == 1.0
+    torch.optim.AdamW(model.parameters()).load_state_dict(opt.state_dict())  # loads into torch's
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": -1}, {"betas": (1.0, 0.9)}, {"eps": -1e-8}, {"weight_decay": -0.1}])
+def test_adamw_rejects_invalid_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        AdamW([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+def test_adamw_skips_parameters_without_gradient():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = AdamW([a, b], lr=0.1)
+    a.sum().backward()
+    opt.step()
+    assert torch.equal(b, torch.ones(3)) and not torch.equal(a, torch.ones(3)) and b not in opt.state
+
+
+# ---------------------------------------------------------------------------------------- SGD toy
+def test_sgd_toy_step_size_decays_as_one_over_sqrt_t():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = SGD([p], lr=2.0)
+    for _ in range(4):
+        p.grad = torch.ones(1)
+        opt.step()
+    expected = -2.0 * sum(1 / math.sqrt(t + 1) for t in range(4))
+    assert p.item() == pytest.approx(expected, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------ cosine schedule
+def test_cosine_schedule_warms_up_linearly_then_follows_torch_cosine_then_stays_at_min():
+    lr_max, lr_min, warmup, cycle = 1.0, 0.1, 7, 21
+    lrs = [get_lr_cosine_schedule(t, lr_max, lr_min, warmup, cycle) for t in range(25)]
+    assert lrs[:warmup] == pytest.approx([t / warmup for t in range(warmup)])
+    # the cosine part is torch's CosineAnnealingLR over cycle − warmup steps
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=lr_max)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cycle - warmup, eta_min=lr_min)
+    torch_lrs = []
+    for _ in range(cycle - warmup + 1):
+        torch_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[warmup : cycle + 1] == pytest.approx(torch_lrs, abs=1e-12)
+    assert lrs[warmup] == lr_max and lrs[14] == pytest.approx(0.55) and lrs[cycle] == pytest.approx(lr_min)
+    assert lrs[cycle:] == [lr_min] * (25 - cycle)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))  # monotone after warm-up
+
+
+def test_cosine_schedule_without_warmup_starts_at_max():
+    assert get_lr_cosine_schedule(0, 3e-4, 3e-5, 0, 100) == 3e-4
+
+
+# --------------------------------------------------------------------------- gradient clipping
+def _grads_pair(scale):
+    g = torch.Generator().manual_seed(2)
+    shapes = [(4, 3), (5,), (2, 2, 2)]
+    a = [torch.nn.Parameter(torch.zeros(s)) for s in shapes] + [torch.nn.Parameter(torch.zeros(3))]
+    b = [torch.nn.Parameter(torch.zeros(s)) for s in shapes] + [torch.nn.Parameter(torch.zeros(3))]
+    for pa, pb in zip(a[:-1], b[:-1]):  # the last parameter has no gradient
+        pa.grad = scale * torch.randn(pa.shape, generator=g)
+        pb.grad = pa.grad.clone()
+    return a, b
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0])
+def test_gradient_clipping_equals_clip_grad_norm(scale):
+    ours, ref = _grads_pair(scale)
+    norm = gradient_clipping(ours, max_l2_norm=1.0)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref, max_norm=1.0)
+    torch.testing.assert_close(norm, ref_norm)
+    for a, b in zip(ours, ref):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad)
+    clipped = math.sqrt(sum(float((p.grad**2).sum()) for p in ours if p.grad is not None))
+    assert clipped == pytest.approx(min(float(ref_norm), 1.0), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ get_batch
+@pytest.fixture
+def token_file(tmp_path):
+    def make(n, dtype):
+        path = tmp_path / f"tokens-{np.dtype(dtype).name}.bin"
+        np.arange(n, dtype=dtype).tofile(path)
+        return np.memmap(path, dtype=dtype, mode="r")
+
+    return make
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_get_batch_returns_shifted_int64_windows_from_a_memmap(token_file, dtype):
+    data = token_file(1000, dtype)
+    x, y = get_batch(data, 8, 16, "cpu", generator=np.random.default_rng(0))
+    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    for row_x, row_y in zip(x, y):
+        s = int(row_x[0])
+        assert torch.equal(row_x, torch.arange(s, s + 16)) and torch.equal(row_y, torch.arange(s + 1, s + 17))
+
+
+def test_get_batch_reads_only_the_sampled_windows():
+    class Tokens:
+        """A token store that refuses to be turned into one big array."""
+
+        def __init__(self, n):
+            self.n, self.read = n, 0
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, idx):
+            idx = np.asarray(idx)
+            self.read += idx.size
+            return idx.astype(np.uint16)
+
+        def __array__(self, *args, **kwargs):
+            raise AssertionError("get_batch copied the whole dataset")
+
+    data = Tokens(10**9)
+    x, y = get_batch(data, 4, 32, "cpu")
+    assert data.read == 4 * 33 and x.shape == (4, 32)
+
+
+def test_get_batch_starts_are_uniform(token_file):
+    """Every start in [0, n − L) is possible, none outside, and counts pass a chi-square test."""
+    n, L, draws = 60, 10, 20000
+    data = token_file(n, np.uint16)
+    x, _ = get_batch(data, draws, L, "cpu", generator=np.random.default_rng(1))
+    starts = x[:, 0].numpy()
+    counts = np.bincount(starts, minlength=n)
+    assert counts[n - L :].sum() == 0  # the last window still has a target
+    observed = counts[: n - L]
+    assert (observed > 0).all()
+    expected = draws / (n - L)
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    # 49 degrees of freedom: P(chi2 > 100) ≈ 2e-5 under uniformity; a start range off by one
+    # (never sampling the last start, or sampling n − L) gives chi2 > 400.
+    assert chi2 < 100
+
+
+@pytest.mark.parametrize("device", ["not-a-device", "cuda:99"])
+def test_get_batch_bad_device_raises(token_file, device):
+    data = token_file(100, np.uint16)
+    with pytest.raises((RuntimeError, AssertionError)):
+        get_batch(data, 2, 8, device)
