@@ -236,7 +236,10 @@ def figure_leaderboard(root: str | Path):
     with style():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         r = runs.assign(minutes=runs["wall_s"] / 60)
-        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}")
+        low = float(summary["best_val_loss"].min())
+        cap = low + 2.5  # the untrained loss can be far higher (a tied head's large initial logits)
+        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}", cap=cap)
+        ax.set_ylim(low - 0.2, cap + 0.1)
         ax.set_xlabel("wall-clock (min)")
         ax.legend()
         fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")
