@@ -106,8 +106,8 @@ def lr_colors(summary: pd.DataFrame, key: str = LR) -> dict[str, str]:
     """Runs coloured along a sequential map by their value of `key` (low: light, high: dark)."""
     values = np.log10(summary[key].astype(float))
     span = (values.max() - values.min()) or 1.0
-    cmap = plt.get_cmap("viridis")
-    return {r: matplotlib.colors.to_hex(cmap(0.9 - 0.8 * (v - values.min()) / span)) for r, v in zip(summary["run"], values)}
+    cmap = plt.get_cmap("plasma")
+    return {r: matplotlib.colors.to_hex(cmap(0.85 - 0.85 * (v - values.min()) / span)) for r, v in zip(summary["run"], values)}
 
 
 def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
@@ -139,7 +139,7 @@ def _load(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def figure_lr_sweep(root: str | Path):
     """Learning-rate sweep: validation loss against steps and wall-clock, training loss against
-    steps (log scale, to show spikes), and final validation loss against the learning rate."""
+    steps (to show spikes), and final validation loss against the learning rate."""
     runs, summary, info = _load(Path(root))
     colors = lr_colors(summary)
     label = lambda g: f"lr {g[LR].iloc[0]:g}"
@@ -149,14 +149,11 @@ def figure_lr_sweep(root: str | Path):
         plot_curves(axes[0, 0], runs, y="val_loss", label=label, colors=colors, cap=cap)
         plot_curves(axes[0, 1], runs, x="wall_s", y="val_loss", label=label, colors=colors, cap=cap)
         plot_curves(axes[1, 0], runs, y="train_loss", label=label, colors=colors, cap=cap)
-        axes[1, 0].set_yscale("log")
-        axes[1, 0].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axes[1, 0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         plot_final(axes[1, 1], summary, LR)
         axes[0, 0].legend()
         axes[0, 0].set_title("validation loss vs steps")
         axes[0, 1].set_title("vs wall-clock (noisy: shared machine)")
-        axes[1, 0].set_title("training loss (log scale)")
+        axes[1, 0].set_title("training loss (spikes at the edge of stability)")
         axes[1, 1].set_title("final validation loss vs learning rate")
         fig.suptitle(f"Learning-rate sweep ({info.get('name', Path(root).name)})")
         footer(fig, summary, info)
