@@ -37,13 +37,14 @@ notebooks: setup
 
 # --- experiments: sweeps, figures, write-up -----------------------------------------------------
 # `make reproduce` reruns the experiments of notebooks 06, 08 and 09 and redraws their figures:
-#   SCALE=cpu   the scaled-down sweeps on the shared TinyStories sample (about 40 CPU-minutes);
+#   SCALE=cpu   the scaled-down sweeps on the shared TinyStories sample (15-50 minutes on one core,
+#               depending on how busy the machine is);
 #               their small logs land in results/ (committed), checkpoints in runs/ (not)
 #   SCALE=full  the handout's runs (TinyStories V2 and OpenWebText; one GPU each, many GPU-hours)
 SCALE ?= cpu
 CPU_DATA := runs/data/tinystories_cpu
 TS_SAMPLE := $(CS336_DATA_DIR)/tinystories
-CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu
+CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu seeds_cpu leaderboard_cpu
 FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
 TS_FULL := $(CS336_DATA_DIR)/tinystories
 OWT := $(CS336_DATA_DIR)/owt
@@ -84,7 +85,7 @@ figures: setup
 	$(PY) -m cs336.experiments.plots
 
 writeup: setup
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
+	$(PY) -c "import nbconvert" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
 	$(PY) -m cs336.experiments.writeup notebooks build/writeup.html
 	@echo "wrote build/writeup.html"
 

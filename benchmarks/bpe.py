@@ -93,7 +93,8 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     tok.train([path], hf_trainer)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu0, "peak_bytes": _peak_rss_bytes(), "baseline_bytes": 0}
+    cpu = _cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": _peak_rss_bytes(), "baseline_bytes": 0}
 
 
 def measure(trainer: str, path: Path, vocab_size: int, workers: int | None = None) -> dict:
@@ -169,7 +170,10 @@ def main() -> None:
         generated = make_inputs(Path(tmp), copies)
         inputs = [("TinyStories-train-2M.txt", data_dir() / "tinystories" / "TinyStories-train-2M.txt", 1.0)]
         if not args.quick:
-            inputs += [("3 files concatenated, x1", generated[1], 1.0), ("3 files x8, <|endoftext|>", generated[8], 0.5)]
+            inputs += [
+                ("3 files concatenated, x1", generated[1], 1.0),
+                ("3 files x8, <|endoftext|>", generated[8], 0.5),
+            ]
         print("2. vocab 10,000, ours vs HF tokenizers BpeTrainer (ByteLevel, same special token)")
         print(f"{'input':<28} {'MB':>6} {'ours s':>7} {'(pre/merge)':>12} {'HF s':>7} {'ratio':>6} {'target':>7} "
               f"{'CPU s ours/HF':>14} {'ours peak':>10} {'HF peak':>9}")
@@ -197,7 +201,8 @@ def main() -> None:
                 base = base or r
                 print(
                     f"{k:>6} {generated[k].stat().st_size / 1e6:>6.1f} {r['seconds']:>7.2f} "
-                    f"{r['seconds'] / base['seconds']:>5.2f} {mib(r['peak_bytes']):>10} {r['peak_bytes'] / base['peak_bytes']:>5.2f}"
+                    f"{r['seconds'] / base['seconds']:>5.2f} {mib(r['peak_bytes']):>10} "
+                    f"{r['peak_bytes'] / base['peak_bytes']:>5.2f}"
                 )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (2 shared cores: absolute times are noisy)")
 

@@ -88,7 +88,9 @@ def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
         help="a special token (repeatable), e.g. '<|endoftext|>'",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)")
+    p.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="K", help="pre-tokenization processes (default: all CPUs)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_train_bpe)
 
@@ -103,7 +105,8 @@ def _run_train_bpe(args: argparse.Namespace) -> int:
     print(
         f"vocab {stats['vocab_size']} ({stats['num_merges']} merges) in {stats['total_seconds']:.2f} s "
         f"(pre-tokenize {stats['pretokenize_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s), "
-        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r} -> {args.out}"
+        f"peak memory {stats['peak_memory_bytes'] / 2**20:.0f} MiB, longest token {stats['longest_token']!r}"
+        f" -> {args.out}"
     )
     return 0
 
@@ -270,7 +273,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         epilog=_examples("cs336 sweep configs/sweeps/lr_cpu.toml --dry-run", "cs336 sweep configs/sweeps/lr_cpu.toml --parallel 2"),
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
-    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N", help="train N points at a time (default: 1)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default: 1)")
     p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
     p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
     p.set_defaults(func=_run_sweep)

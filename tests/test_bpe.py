@@ -110,7 +110,8 @@ def test_merges_agree_with_hf_tokenizers_up_to_tie_order(tmp_path):
     hf = tokenizers.Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False))
+    trainer = trainers.BpeTrainer(vocab_size=256 + n, initial_alphabet=alphabet, show_progress=False)
+    hf.train_from_iterator([text], trainer)
     hf_merges = [m.split(" ") if isinstance(m, str) else m for m in json.loads(hf.to_str())["model"]["merges"]]
     hf_merges = [(string_to_token(a), string_to_token(b)) for a, b in hf_merges]
     assert len(hf_merges) == n
@@ -261,8 +262,11 @@ ADVERSARIAL = [
     f"{EOT}{EOT}{EOT}a{EOT} {EOT}\n{EOT}{EOT}b ",
     f"<|endoftext|<|endoftext|>|>{EOT}{EOT[:-1]} {EOT[1:]}",
     "!!! ??? ...   ---",
+    '{"key":"value","n":[1,2.5e3,null],"s":"it\'s","t":"we\'ll"}',
+    "中文没有空格，但有标点。下一句！café\u0301e\u0301x\u0301.y's'll've'd",
 ]
-ALPHABET = ["a", "b", " ", "  ", "\n", "\n\n", "\t", "'", "s", "1", ".", "\u3000", "é", "🙂", "\x1c", EOT, "<|", "|>"]
+ALPHABET = ["a", "b", " ", "  ", "\n", "\n\n", "\t", "'", "s", "l", "1", ".", "\u3000", "é", "\u0301", "中", "，",
+            "🙂", "\x1c", EOT, "<|", "|>"]
 
 
 def _random_texts(n: int, seed: int = 0) -> list[str]:
@@ -302,10 +306,9 @@ def test_chunked_parallel_counts_equal_whole_text_counts_on_adversarial_text(tmp
     path = tmp_path / "adv.txt"
     path.write_text(text, encoding="utf-8")
     expected = _reference_counts(text, special_tokens)
-    for chunk_bytes in [1, 7, 64, 1000]:
-        for workers in [1, 2]:
-            got = count_pretokens_in_file(path, special_tokens, num_workers=workers, chunk_bytes=chunk_bytes)
-            assert got == expected, (chunk_bytes, workers)
+    for chunk_bytes, workers in [(1, 1), (7, 2), (64, 1), (1000, 2)]:
+        got = count_pretokens_in_file(path, special_tokens, num_workers=workers, chunk_bytes=chunk_bytes)
+        assert got == expected, (chunk_bytes, workers)
 
 
 REAL_FILES = [
@@ -324,6 +327,15 @@ def test_chunked_parallel_counts_equal_whole_text_counts_on_real_files(path, spe
     expected = _reference_counts(path.read_text(encoding="utf-8"), special_tokens)
     small = max(1, path.stat().st_size // 50)
     assert count_pretokens_in_file(path, special_tokens, num_workers=2, chunk_bytes=small) == expected
+
+
+def test_text_without_whitespace_is_still_cut_into_chunks(tmp_path):
+    path = tmp_path / "minified.txt"
+    text = '{"story":"once","upon":["a","time"],"n":12}' * 2000  # 90 kB, no whitespace at all
+    path.write_text(text, encoding="utf-8")
+    bounds = chunk_boundaries(path, 1000, [])
+    assert len(bounds) > 50
+    assert count_pretokens_in_file(path, [], num_workers=2, chunk_bytes=1000) == _reference_counts(text, [])
 
 
 def test_long_document_without_special_tokens_is_still_cut_into_chunks():

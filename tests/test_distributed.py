@@ -29,18 +29,19 @@ def test_two_ranks_follow_the_single_process_trajectory_and_resume_its_checkpoin
     single = tiny_config(*tokens, tmp_path / "single", max_steps=16, **over)
     train(single, progress=False)
 
-    # 8 steps in one process, then 8 more data-parallel on 2 ranks from its checkpoint
+    # 8 steps in one process, then 8 more data-parallel on 2 ranks from its checkpoint, each rank
+    # accumulating 2 micro-batches of 2 sequences (DDP syncs gradients on the last one only)
     train(tiny_config(*tokens, tmp_path / "ddp", max_steps=8, **over), progress=False)
     cfg_path = tmp_path / "ddp.json"
-    cfg_path.write_text(json.dumps(tiny_config(*tokens, tmp_path / "ddp", max_steps=16, **over).to_dict()))
+    cfg_path.write_text(json.dumps(tiny_config(*tokens, tmp_path / "ddp", max_steps=16, grad_accum_steps=2, **over).to_dict()))
     torchrun(2, cfg_path)
 
     a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
     assert sorted(b) == list(range(1, 17))  # rank 0 alone logs, each step once
     # Every rank takes its rows of the same global batch, so both runs see the same data; only the
-    # order of float32 sums differs (DDP averages two half-batch gradients): ~1e-7 relative per
-    # step, which Adam's normalisation can amplify a little over 8 steps. 1e-4 is still ~100x
-    # below the per-step loss change, so a rank reading the wrong rows or a wrong gradient scale fails.
+    # order of float32 sums differs (DDP averages two ranks' sums of two micro-batch gradients): ~1e-7 relative per
+    # step, which Adam's normalisation can amplify a little over 8 steps. Measured: at most 5e-7.
+    # With both ranks reading rank 0's rows the differences are 7e-3 to 0.1, so 1e-4 separates them.
     assert max(abs(a[s] - b[s]) for s in range(9, 17)) < 1e-4
     assert all(a[s] == b[s] for s in range(1, 9))
     va = [r["val_loss"] for r in read_log(tmp_path / "single" / "log.jsonl") if "val_loss" in r]

@@ -8,7 +8,6 @@ from cs336 import Tokenizer, TransformerLM
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.export import llama_config, rope_adjacent_to_half, save_hf, tokenizer_json
-from cs336.generation import sample_ids
 from cs336.runs import load_run
 from run_factory import EOS, gpt2_bpe, make_run
 
@@ -118,10 +117,12 @@ def test_cli_export_writes_a_directory_transformers_and_tokenizers_load(tmp_path
     assert auto(text).input_ids == ids and auto.decode(ids) == text and auto.eos_token == EOS
     llama = load_llama(out)
     assert llama.config.eos_token_id == tok.encode(EOS)[0]
-    # Greedy decoding agrees token for token with transformers' own generate().
-    hf_ids = llama.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(ids):]
-    ours = [s.token_id for s in sample_ids(model, ids, 8, temperature=0)]
-    assert hf_ids.tolist() == ours
+    # The exported model computes our logits. (An untrained model's logits are nearly tied, so
+    # comparing greedy continuations here would test rounding, not the export.)
+    with torch.no_grad():
+        hf_logits = llama(torch.tensor([ids])).logits[0]
+        our_logits = model(torch.tensor(ids))
+    torch.testing.assert_close(hf_logits, our_logits, atol=1e-4, rtol=1e-4)
 
 
 def test_cli_export_refuses_unknown_formats(tmp_path, data_dir, capsys):

@@ -351,6 +351,20 @@ def test_ablations_have_the_expected_parameters():
     assert tied.state_dict().keys() == ref.state_dict().keys()
 
 
+def test_tied_model_starts_near_the_uniform_loss():
+    """The shared matrix takes the head's small init, so the untrained loss is ≈ ln(vocab) as in
+    the untied model, not inflated by N(0, 1) embedding rows used as output weights."""
+    from cs336 import cross_entropy
+
+    torch.manual_seed(0)
+    V = 512
+    ids = torch.randint(0, V, (4, 32))
+    for tied in (False, True):
+        model = TransformerLM(V, 32, 64, 2, 4, 176, 10000.0, tie_embeddings=tied)
+        loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:]).item()
+        assert abs(loss - math.log(V)) < 1.0, (tied, loss)
+
+
 def test_ablations_change_the_function():
     ids = torch.randint(0, 53, (2, 16))
     base = tiny_lm()(ids)

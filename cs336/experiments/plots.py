@@ -63,9 +63,12 @@ def plot_curves(
     y: str = "val_loss",
     label: Callable[[pd.DataFrame], str] | None = None,
     colors: dict[str, str] | None = None,
+    cap: float | None = None,
 ) -> None:
     """One line per run of `y` against `x`. A run that diverged ends in a red ×, at its last finite
-    value, and says "(diverged)" in the legend; non-finite values are left out of the line."""
+    value, and says "(diverged)" in the legend; non-finite values are left out of the line. Values
+    above `cap` are drawn at the cap (so one exploding run does not flatten the others), and a ×
+    drawn there is labelled with its true value."""
     for i, (run, g) in enumerate(runs.groupby("run", sort=False)):
         g = g[g[y].notna()].sort_values(x) if y in g else g.iloc[0:0]
         if g.empty:
@@ -74,10 +77,13 @@ def plot_curves(
         diverged = g["status"].iloc[0] == "diverged" or not ok.all()
         text = (label(g) if label else str(run)) + (" (diverged)" if diverged else "")
         color = (colors or {}).get(run, f"C{i % 10}")
-        ax.plot(g.loc[ok, x], g.loc[ok, y], color=color, label=text)
+        ys = g.loc[ok, y].clip(upper=cap) if cap is not None else g.loc[ok, y]
+        ax.plot(g.loc[ok, x], ys, color=color, label=text)
         if diverged and ok.any():
             last = g[ok].iloc[-1]
-            ax.plot([last[x]], [last[y]], **DIVERGED)
+            ax.plot([last[x]], [ys.iloc[-1]], **DIVERGED)
+            if cap is not None and last[y] > cap:
+                ax.annotate(f"{last[y]:.2g}", (last[x], cap), textcoords="offset points", xytext=(6, -4), fontsize=7, color="crimson")
     ax.set_xlabel({"step": "step", "tokens": "tokens", "wall_s": "wall-clock (s)"}.get(x, x))
     ax.set_ylabel({"val_loss": "validation loss", "train_loss": "training loss"}.get(y, y))
 
@@ -100,8 +106,8 @@ def lr_colors(summary: pd.DataFrame, key: str = LR) -> dict[str, str]:
     """Runs coloured along a sequential map by their value of `key` (low: light, high: dark)."""
     values = np.log10(summary[key].astype(float))
     span = (values.max() - values.min()) or 1.0
-    cmap = plt.get_cmap("viridis")
-    return {r: matplotlib.colors.to_hex(cmap(0.9 - 0.8 * (v - values.min()) / span)) for r, v in zip(summary["run"], values)}
+    cmap = plt.get_cmap("plasma")
+    return {r: matplotlib.colors.to_hex(cmap(0.85 - 0.85 * (v - values.min()) / span)) for r, v in zip(summary["run"], values)}
 
 
 def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
@@ -118,6 +124,12 @@ def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
     fig.tight_layout(rect=(0, 0.06, 1, 1))
 
 
+def initial_cap(runs: pd.DataFrame, factor: float = 1.2) -> float | None:
+    """A y-axis cap a little above the untrained model's loss (the first evaluation)."""
+    first = runs.loc[(runs["kind"] == "eval") & (runs["step"] == 0), "val_loss"]
+    return float(first.max()) * factor if len(first) else None
+
+
 def _load(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if not root.is_dir():
         raise CS336Error(f"no results at {root}; run the sweep first (`make reproduce`)")
@@ -127,23 +139,21 @@ def _load(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
 
 def figure_lr_sweep(root: str | Path):
     """Learning-rate sweep: validation loss against steps and wall-clock, training loss against
-    steps (log scale, to show spikes), and final validation loss against the learning rate."""
+    steps (to show spikes), and final validation loss against the learning rate."""
     runs, summary, info = _load(Path(root))
     colors = lr_colors(summary)
     label = lambda g: f"lr {g[LR].iloc[0]:g}"
+    cap = initial_cap(runs)
     with style():
         fig, axes = plt.subplots(2, 2)
-        plot_curves(axes[0, 0], runs, y="val_loss", label=label, colors=colors)
-        plot_curves(axes[0, 1], runs, x="wall_s", y="val_loss", label=label, colors=colors)
-        plot_curves(axes[1, 0], runs, y="train_loss", label=label, colors=colors)
-        axes[1, 0].set_yscale("log")
-        axes[1, 0].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axes[1, 0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        plot_curves(axes[0, 0], runs, y="val_loss", label=label, colors=colors, cap=cap)
+        plot_curves(axes[0, 1], runs, x="wall_s", y="val_loss", label=label, colors=colors, cap=cap)
+        plot_curves(axes[1, 0], runs, y="train_loss", label=label, colors=colors, cap=cap)
         plot_final(axes[1, 1], summary, LR)
         axes[0, 0].legend()
         axes[0, 0].set_title("validation loss vs steps")
         axes[0, 1].set_title("vs wall-clock (noisy: shared machine)")
-        axes[1, 0].set_title("training loss (log scale)")
+        axes[1, 0].set_title("training loss (spikes at the edge of stability)")
         axes[1, 1].set_title("final validation loss vs learning rate")
         fig.suptitle(f"Learning-rate sweep ({info.get('name', Path(root).name)})")
         footer(fig, summary, info)
@@ -160,8 +170,9 @@ def figure_batch_size(root: str | Path):
         best_runs = runs[runs["run"].isin(best["run"])]
         label = lambda g: f"bs {g[BATCH].iloc[0]}, lr {g[LR].iloc[0]:g}"
         colors = lr_colors(best, BATCH)
-        plot_curves(axes[0], best_runs, x="tokens", label=label, colors=colors)
-        plot_curves(axes[1], best_runs, x="wall_s", label=label, colors=colors)
+        cap = initial_cap(runs, 1.3)
+        plot_curves(axes[0], best_runs, x="tokens", label=label, colors=colors, cap=cap)
+        plot_curves(axes[1], best_runs, x="wall_s", label=label, colors=colors, cap=cap)
         # the rate every batch size was tried at, and the best of those tried for each batch size
         fixed = summary.groupby(LR)[BATCH].nunique().idxmax()
         plot_final(axes[2], summary[summary[LR] == fixed], BATCH, label=f"fixed lr {fixed:g}", color="C0")
@@ -208,7 +219,7 @@ def figure_ablations(root: str | Path):
                 for r in ablated[ablated[LR] == lr]["run"]:
                     colors[r] = f"C{2 * i + 1}"
             label = lambda g, key=key: f"{key.split('.')[-1]}={g[key].iloc[0]}, lr {g[LR].iloc[0]:g}"
-            plot_curves(ax, runs[runs["run"].isin(chosen["run"])], label=label, colors=colors)
+            plot_curves(ax, runs[runs["run"].isin(chosen["run"])], label=label, colors=colors, cap=initial_cap(runs))
             ax.set_title(title)
             ax.legend()
         fig.suptitle(f"Ablations ({info.get('name', Path(root).name)})")
@@ -222,7 +233,10 @@ def figure_leaderboard(root: str | Path):
     with style():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         r = runs.assign(minutes=runs["wall_s"] / 60)
-        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}")
+        low = float(summary["best_val_loss"].min())
+        cap = low + 2.5  # the untrained loss can be far higher (a tied head's large initial logits)
+        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}", cap=cap)
+        ax.set_ylim(low - 0.2, cap + 0.1)
         ax.set_xlabel("wall-clock (min)")
         ax.legend()
         fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")

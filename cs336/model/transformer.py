@@ -7,7 +7,7 @@ head. The ablations of the write-up are keyword-only switches that default to it
 - `position`: "rope" or "nope" (no positional information at all; causality still leaks order);
 - `ffn`: "swiglu" or "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
   SwiGLU's parameter count at d_ff = 8/3·d_model);
-- `tie_embeddings`: the LM head reuses the token-embedding matrix;
+- `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 """
 
@@ -126,7 +126,9 @@ class TransformerLM(nn.Module):
             self.ln_final = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
         self.lm_head = Linear(d_model, vocab_size, device, dtype, fused=fused)
         if tie_embeddings:
-            self.lm_head.weight = self.token_embeddings.weight
+            # One matrix serves both ends and keeps the head's init (σ² = 2/(d_model + vocab)):
+            # the embedding's N(0, 1) would make the initial logits ~√d_model times too large.
+            self.token_embeddings.weight = self.lm_head.weight
 
     def forward(
         self,

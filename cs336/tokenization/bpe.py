@@ -285,13 +285,14 @@ def train_bpe_to_dir(
     """
     import json
 
-    from cs336.tokenization.files import save_vocab_merges
-
     from cs336.outputs import output_dir
+    from cs336.tokenization.files import save_vocab_merges
 
     output_dir(out_dir, "tokenizer directory", create=False)  # a bad --out fails before the training
     stats: dict = {}
-    vocab, merges = train_bpe(input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats)
+    vocab, merges = train_bpe(
+        input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats
+    )
     output_dir(out_dir, "tokenizer directory")
     save_vocab_merges(vocab, merges, os.path.join(out_dir, "vocab.json"), os.path.join(out_dir, "merges.txt"))
     longest = stats.pop("longest_token")

@@ -83,12 +83,18 @@ def pretokenize(text: str) -> list[str]:
 #    end). So a match boundary sits at the cut in both cases and every match is the same.
 #    A cut at *any* whitespace would not be safe: "a\n\nb" gives ['a', '\n', '\n', 'b'] but
 #    "a\n\n" + "b" gives ['a', '\n\n', 'b'] (the lone `\s+(?!\S)` sees the end of the text).
+# 3. Between a letter and a character that is neither a letter nor whitespace, `...x|.` or
+#    `...x|1`, when no special token overlaps the cut. Only a letter run or a contraction can
+#    hold the letter; a letter run stops at the non-letter, and a contraction ending past the
+#    cut would need a letter there ("'ll"). This rule lets text without whitespace (CJK with
+#    punctuation, minified data) be cut too. (A symbol before a letter is not safe: "'|s".)
 #
 # Chunks are therefore found near evenly spaced offsets with only a small window read around
 # each, and every worker reads just its own byte range, so memory is bounded by the chunk size
 # and the number of distinct pre-tokens, never by the file size.
 
-_WHITESPACE_AFTER_NON_WHITESPACE = regex.compile(r"(?<=\S)(?=\s)")
+# Rules 2 and 3 as one pattern matching the empty string at each such position.
+_SAFE_CUT = regex.compile(r"(?<=\S)(?=\s)|(?<=\p{L})(?=[^\s\p{L}])")
 
 
 def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ...] | None = None) -> bool:
@@ -96,6 +102,8 @@ def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ..
 
     >>> is_safe_split("a b", 1), is_safe_split("a\\n\\nb", 3), is_safe_split("x<|e|>y", 1, ["<|e|>"])
     (True, False, True)
+    >>> is_safe_split("a.b", 1), is_safe_split("a.b", 2), is_safe_split("it's", 2), is_safe_split("it's", 3)
+    (True, False, True, False)
     """
     if pos <= 0 or pos >= len(text):
         return True
@@ -108,7 +116,7 @@ def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ..
             start = text.find(tok, start + 1)
     if any(text.startswith(tok, pos) for tok in special_tokens or ()):
         return True
-    return _WHITESPACE_AFTER_NON_WHITESPACE.match(text, pos) is not None
+    return _SAFE_CUT.match(text, pos) is not None
 
 
 def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Iterator[int]:
@@ -120,7 +128,7 @@ def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...
             yield start
             start = text.find(tok, start + 1)
 
-    streams = [(m.start() for m in _WHITESPACE_AFTER_NON_WHITESPACE.finditer(text))]
+    streams = [(m.start() for m in _SAFE_CUT.finditer(text))]
     streams += [occurrences(tok) for tok in special_tokens or ()]
     return heapq.merge(*streams)
 
@@ -271,18 +279,22 @@ def _worker_init() -> None:
     _WORKER_START_RSS = _rss_kib("VmRSS") * 1024
 
 
-def _count_chunk(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[Counter[str], int, int, int]:
-    """Worker: count the pre-tokens of bytes [start, end) of the file.
+def _count_chunks(
+    task: tuple[str, list[tuple[int, int]], tuple[str, ...]],
+) -> tuple[Counter[str], int, int, int]:
+    """Worker: count the pre-tokens of the byte ranges `[start, end)` of the file, one at a time.
 
     Returns the counts, the number of bytes read, this process's id and its memory growth so far
     (peak RSS minus the RSS at start, which is shared with the main process).
     """
-    path, start, end, special_tokens = task
+    path, ranges, special_tokens = task
+    counts: Counter[str] = Counter()
     with open(path, "rb") as f:
-        f.seek(start)
-        text = _decode(f.read(end - start), path, start)
-    counts = count_pretokens_fast(text, special_tokens)
-    return counts, end - start, os.getpid(), max(0, peak_rss_bytes() - _WORKER_START_RSS)
+        for start, end in ranges:
+            f.seek(start)
+            counts.update(count_pretokens_fast(_decode(f.read(end - start), path, start), special_tokens))
+    nbytes = sum(end - start for start, end in ranges)
+    return counts, nbytes, os.getpid(), max(0, peak_rss_bytes() - _WORKER_START_RSS)
 
 
 def count_pretokens_in_file(
@@ -303,10 +315,14 @@ def count_pretokens_in_file(
     path = os.fspath(path)
     special_tokens = tuple(special_tokens or ())
     bounds = chunk_boundaries(path, chunk_bytes, special_tokens)
-    tasks = [(path, a, b, special_tokens) for a, b in zip(bounds, bounds[1:])]
+    chunks = list(zip(bounds, bounds[1:]))
     if num_workers is None:
         num_workers = os.cpu_count() or 1
-    num_workers = max(1, min(num_workers, len(tasks)))
+    num_workers = max(1, min(num_workers, len(chunks)))
+    # A task is a run of consecutive chunks, read one by one and counted together: fewer, larger
+    # results to send back and add up, while still about 4 tasks per worker to balance the load.
+    per_task = max(1, min(16, len(chunks) // (4 * num_workers)))
+    tasks = [(path, chunks[i : i + per_task], special_tokens) for i in range(0, len(chunks), per_task)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -315,14 +331,14 @@ def count_pretokens_in_file(
     total: Counter[str] = Counter()
     worker_memory: dict[int, int] = {}
     if num_workers == 1:
-        results = map(_count_chunk, tasks)
+        results = map(_count_chunks, tasks)
         pool = None
     else:
         # fork (where available) gives the workers the already imported package for free.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         pool = ctx.Pool(num_workers, initializer=_worker_init)
-        results = pool.imap_unordered(_count_chunk, tasks)
+        results = pool.imap_unordered(_count_chunks, tasks)
     try:
         for counts, nbytes, pid, grown in results:
             total.update(counts)
@@ -339,5 +355,5 @@ def count_pretokens_in_file(
     if bar is not None:
         bar.close()
     if info is not None:
-        info.update(chunks=len(tasks), num_workers=num_workers, worker_memory_bytes=sum(worker_memory.values()))
+        info.update(chunks=len(chunks), num_workers=num_workers, worker_memory_bytes=sum(worker_memory.values()))
     return {s.encode("utf-8"): c for s, c in total.items()}

@@ -31,8 +31,8 @@ from itertools import chain, repeat
 from cs336.errors import CS336Error
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
+    _SAFE_CUT,
     _SAFE_PIECE,
-    _WHITESPACE_AFTER_NON_WHITESPACE,
     GPT2_REGEX,
     is_safe_split,
     split_on_special_tokens,
@@ -324,7 +324,7 @@ class Tokenizer:
         window = 1 << 10
         while end > 0:
             lo = max(0, end - window)
-            cuts = [m.start() for m in _WHITESPACE_AFTER_NON_WHITESPACE.finditer(text, lo, end)]
+            cuts = [m.start() for m in _SAFE_CUT.finditer(text, lo, end)]
             for k in reversed(cuts):
                 if k > 0 and is_safe_split(text, k, self.special_tokens):
                     return k
