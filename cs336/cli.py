@@ -134,7 +134,7 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
         "default: those in DIR/stats.json written by train-bpe, else none",
     )
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="K", help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_encode)
 
@@ -142,6 +142,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 def _run_encode(args: argparse.Namespace) -> int:
     from cs336.tokenization.encode_file import encode_file, load_tokenizer
 
+    if args.workers is not None and args.workers < 1:
+        raise CS336Error(f"--workers must be at least 1, got {args.workers}")
     tokenizer = load_tokenizer(args.tokenizer, vocab=args.vocab, merges=args.merges, special_tokens=args.special_token)
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
