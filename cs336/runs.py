@@ -17,7 +17,7 @@ from pathlib import Path
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
 from cs336.training.checkpoint import read_checkpoint
-from cs336.training.config import load_config
+from cs336.training.config import load_config, resolve_path
 from cs336.training.trainer import build_model, load_run_model, resolve_device
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
@@ -57,6 +57,22 @@ def load_tokenizer(directory: str | os.PathLike, special_tokens=DEFAULT_SPECIAL_
     return load_tokenizer_dir(directory, special_tokens=list(special_tokens))
 
 
+def run_tokenizer_dir(run: str | os.PathLike) -> Path:
+    """Where a run's tokenizer is: saved in the run directory (as the demo does), else beside the
+    run's training tokens, where `cs336 train-bpe --out DIR` and `cs336 encode --out DIR/x.npy`
+    leave it. Falls back to the run directory, whose absence `load_tokenizer` then reports."""
+    run = Path(run)
+    if (run / VOCAB_FILE).is_file() or not (run / "config.json").is_file():
+        return run
+    try:
+        beside_data = resolve_path(load_config(run / "config.json").data.train).parent
+    except CS336Error:
+        return run
+    if (beside_data / VOCAB_FILE).is_file() and (beside_data / MERGES_FILE).is_file():
+        return beside_data
+    return run
+
+
 def check_vocab_match(model: TransformerLM, tokenizer) -> None:
     """A tokenizer and a model belong together only if they agree on the vocabulary size."""
     n = len(tokenizer.vocab)
@@ -80,6 +96,6 @@ def load_run(
     if checkpoint is not None and tokenizer is None:
         raise CS336Error("a bare checkpoint needs its tokenizer directory (--tokenizer DIR)")
     model = load_model(run if run is not None else checkpoint, config=config, device=device)
-    tok = load_tokenizer(tokenizer if tokenizer is not None else run)
+    tok = load_tokenizer(tokenizer if tokenizer is not None else run_tokenizer_dir(run))
     check_vocab_match(model, tok)
     return model, tok

@@ -1,3 +1,4 @@
+import json
 import pytest
 import torch
 
@@ -272,3 +273,22 @@ def test_cli_generate_reports_a_missing_run_in_one_line(tmp_path, capsys):
     assert main(["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: run directory not found") and err.count("\n") == 1
+
+
+def test_a_run_without_its_own_tokenizer_uses_the_one_beside_its_training_tokens(tmp_path, data_dir):
+    """`cs336 train-bpe --out D` + `cs336 encode --out D/train.npy` + `cs336 train` leaves the
+    tokenizer beside the data, not in the run: `--run` alone must still find it."""
+    run = make_run(tmp_path / "run", data_dir)
+    tok_dir = tmp_path / "data"
+    tok_dir.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (run / name).rename(tok_dir / name)
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = {"train": str(tok_dir / "train.npy"), "valid": str(tok_dir / "valid.npy")}
+    (run / "config.json").write_text(json.dumps(config))
+    model, tok = load_run(run)
+    assert tok.decode(tok.encode("Once upon a time")) == "Once upon a time"
+    assert len(tok.vocab) == model.vocab_size
+    (tok_dir / "merges.txt").unlink()
+    with pytest.raises(CS336Error, match="no tokenizer"):
+        load_run(run)
