@@ -166,7 +166,7 @@ def encode_file(
     output_file(output_path)
     workers = max(1, workers or os.cpu_count() or 1)
     if chunk_bytes is None:
-        chunk_bytes = min(max(size // (4 * workers), 1 << 20), 16 << 20)
+        chunk_bytes = min(max(size // (16 * workers), 1 << 20), 16 << 20)
     bounds = chunk_boundaries(input_path, chunk_bytes, tokenizer.special_tokens)
     chunks = list(zip(bounds, bounds[1:]))
     dtype = smallest_dtype(max(tokenizer.vocab) + 1)
