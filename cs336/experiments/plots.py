@@ -240,7 +240,7 @@ def figure_leaderboard(root: str | Path):
         ax.set_xlabel("wall-clock (min)")
         ax.legend()
         fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")
-        footer(fig, summary, info, note="one run on a shared machine: wall-clock results are noisy")
+        footer(fig, summary, info, note="wall-clock budgets on a shared machine: results are noisy")
     return fig
 
 
