@@ -4,7 +4,7 @@ One step = forward, cross-entropy, backward, optimizer step. Three contenders, s
 same weights:
 
 - `ours-ref`:   TransformerLM (reference path) + cs336 cross_entropy + cs336 AdamW
-- `ours-fused`: TransformerLM(fused=True)      + cs336 cross_entropy + cs336 AdamW
+- `ours-fused`: TransformerLM(fused=True)      + cs336 cross_entropy(fused=True) + cs336 AdamW
 - `builtin`:    `BuiltinLM` below (nn.Linear, nn.Embedding, nn.RMSNorm/F.rms_norm,
                 F.scaled_dot_product_attention) + F.cross_entropy + torch.optim.AdamW
 
@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from functools import partial  # noqa: E402
+
 from cs336 import AdamW, TransformerLM, cross_entropy  # noqa: E402
 
 
@@ -140,7 +142,7 @@ def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> di
     opt_args = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     return {
         "ours-ref": (ref, AdamW(ref.parameters(), **opt_args), cross_entropy),
-        "ours-fused": (fused, AdamW(fused.parameters(), **opt_args), cross_entropy),
+        "ours-fused": (fused, AdamW(fused.parameters(), **opt_args), partial(cross_entropy, fused=True)),
         "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), builtin_cross_entropy),
     }
 

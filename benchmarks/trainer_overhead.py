@@ -60,7 +60,7 @@ def bare_loop(cfg: TrainConfig, data: np.ndarray, warmup: int, steps: int) -> tu
             g["lr"] = get_lr_cosine_schedule(it, o.lr, o.min_lr, o.warmup_iters, total)
         x, y = get_batch(data, cfg.batch_size, cfg.model.context_length, device, generator=rng)
         with _autocast(device, cfg.dtype):
-            loss = cross_entropy(model(x), y)
+            loss = cross_entropy(model(x), y, fused=cfg.model.fused)
         loss.backward()
         gradient_clipping(model.parameters(), o.grad_clip or math.inf)
         opt.step()

@@ -17,3 +17,16 @@ def data_dir() -> Path:
     if not DATA_DIR.exists():
         pytest.fail(f"shared data not found at {DATA_DIR}; set CS336_DATA_DIR")
     return DATA_DIR
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: its tensors are tiny, and a second intra-op thread only adds
+    contention (20× slower on a busy machine). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -57,15 +57,6 @@ def tiny_config(train: Path, valid: Path, run_dir: Path, **top) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a small shared machine two threads of a tiny model mostly wait on
-    each other (5x slower here). Subprocesses get OMP_NUM_THREADS=1 from `subprocess_env`."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

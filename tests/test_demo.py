@@ -1,6 +1,9 @@
+import pytest
+
 from cs336.cli import main
 from cs336.training.runlog import read_log
-from engine_fixtures import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_runs_end_to_end_and_leaves_a_run_that_generate_can_load(tmp_path, capsys):

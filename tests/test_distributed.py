@@ -9,7 +9,9 @@ import pytest
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
 from cs336.training.trainer import checkpoint_paths, train
-from engine_fixtures import byte_token_files, single_thread, subprocess_env, tiny_config  # noqa: F401 (fixture)
+from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torchrun(nproc: int, config_path, *extra: str) -> None:

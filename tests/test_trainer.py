@@ -18,7 +18,9 @@ from cs336.errors import CS336Error
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
 from cs336.training.trainer import checkpoint_paths, load_run_model, train
-from engine_fixtures import byte_token_files, single_thread, subprocess_env, tiny_config  # noqa: F401 (single_thread: autouse fixture)
+from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = {"step", "tokens", "wall_s", "lr", "train_loss", "grad_norm", "tokens_per_s"}
@@ -136,9 +138,9 @@ def poison_loss_from(monkeypatch, first_bad_call: int):
     real = trainer_module.cross_entropy
     calls = {"n": 0}
 
-    def fake(logits, targets):
+    def fake(logits, targets, **options):
         calls["n"] += 1
-        loss = real(logits, targets)
+        loss = real(logits, targets, **options)
         return loss * float("nan") if calls["n"] >= first_bad_call and torch.is_grad_enabled() else loss
 
     monkeypatch.setattr(trainer_module, "cross_entropy", fake)

@@ -11,13 +11,7 @@ from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradi
 from cs336.training.optim import SGD
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention (20× slower on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------- cross-entropy
@@ -54,6 +48,20 @@ def test_cross_entropy_gradient_equals_torch():
     F.cross_entropy(b, targets).backward()
     assert torch.isfinite(a.grad).all()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_fused_cross_entropy_equals_the_reference_in_value_and_gradient(scale):
+    g = torch.Generator().manual_seed(2)
+    a = (scale * torch.randn(2, 3, 4, 17, generator=g)).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    targets = torch.randint(0, 17, (2, 3, 4), generator=g)
+    ref, fused = cross_entropy(a, targets), cross_entropy(b, targets, fused=True)
+    assert fused.shape == ()
+    torch.testing.assert_close(fused, ref)
+    ref.backward()
+    fused.backward()
+    torch.testing.assert_close(b.grad, a.grad)
 
 
 # ------------------------------------------------------------------------------------------- AdamW

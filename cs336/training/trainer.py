@@ -315,7 +315,7 @@ class _Trainer:
             for k in range(0, len(x), self.micro):
                 xb, yb = _to(x[k : k + self.micro], self.device), _to(y[k : k + self.micro], self.device)
                 with _autocast(self.device, cfg.dtype):
-                    total += cross_entropy(self.forward(xb), yb).double() * len(xb)
+                    total += cross_entropy(self.forward(xb), yb, fused=cfg.model.fused).double() * len(xb)
         self.model.train()
         total = distributed.mean_across_ranks(total, self.dist) * self.dist.world_size
         return float(total) / (cfg.eval_batches * cfg.batch_size)
@@ -337,7 +337,7 @@ class _Trainer:
             sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
                 with _autocast(self.device, cfg.dtype):
-                    loss = cross_entropy(self.forward(xb), yb)
+                    loss = cross_entropy(self.forward(xb), yb, fused=cfg.model.fused)
                 (loss / cfg.grad_accum_steps).backward()
             loss_sum += loss.detach()
         loss_mean = distributed.mean_across_ranks(loss_sum / cfg.grad_accum_steps, self.dist)
