@@ -12,7 +12,7 @@ import tiktoken
 
 from cs336 import Tokenizer
 from cs336.errors import CS336Error
-from cs336.tokenization.pretokenize import GPT2_REGEX, split_on_special_tokens
+from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
 from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain, pretokenize_piece
 
 from conftest import FIXTURES, TINYSTORIES
@@ -304,7 +304,15 @@ def test_pretoken_cache_stays_bounded():
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], cache_size=50)
     for i in range(1000):
         tok.encode(f" w{i}")
-        assert len(tok._piece_cache) <= 52 and len(tok._pretoken_cache) <= 52
+        assert len(tok._piece_cache) <= 52 and len(tok._pretoken_cache) <= 52 and len(tok._spaced_cache) <= 52
+
+
+def test_long_pieces_are_encoded_but_not_cached(gpt2, tiktoken_gpt2):
+    """A line without spaces is one piece: kept, it would cost memory in proportion to its length."""
+    tok = pickle.loads(pickle.dumps(gpt2))
+    text = "数据" * 5000 + "\n" + "x" * 3000 + " " + "9" * 1000
+    assert tok.encode(text) == tiktoken_gpt2.encode(text)
+    assert max(map(len, [*tok._piece_cache, *tok._spaced_cache, *tok._pretoken_cache])) <= 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +332,40 @@ def test_pretokenize_piece_equals_the_gpt2_regex():
     texts += fuzz_texts(300, seed=10) + ["\x1c\x1d \x1e\x1f", "a\n\n\nb", "a \n\tb\n", "x'LL'll 's"]
     for text in texts:
         assert pretokenize_piece(text) == GPT2_REGEX.findall(text), repr(text)
+
+
+def space_piece_texts(n: int, seed: int) -> list[str]:
+    """Short strings dense in whitespace runs, spaces between whitespace, and text ends."""
+    rng = random.Random(seed)
+    alphabet = ["a", "bc", " ", " ", " ", "\n", "\t", "\r", "\xa0", "\u3000", "\u2009", "\x85", "\x1c",
+                ".", "'s", "'", "7", "é", "日"]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10))) for _ in range(n)]
+
+
+def testspace_pieces_cut_only_at_pretoken_boundaries():
+    """Pre-tokenizing each piece alone gives the pre-tokens of the whole text, and the pieces
+    put back together are the text."""
+    texts = space_piece_texts(20_000, seed=11) + fuzz_texts(300, seed=12)
+    texts += ["", " ", "  ", "   ", "a  ", "a   b", "a\n \nb", " \n ", "a \n\tb\n", "x  \n\n  y  "]
+    for text in texts:
+        pieces = []
+        for split, got in space_pieces(text):
+            pieces += [got[0], *(" " + part for part in got[1:])] if split else [got]
+        assert "".join(pieces) == text, repr(text)
+        assert [t for piece in pieces for t in GPT2_REGEX.findall(piece)] == GPT2_REGEX.findall(text), repr(text)
+
+
+def test_a_space_between_whitespace_is_not_a_boundary():
+    """The case `space_pieces` must not cut: were "a\\n \\nb" cut before its space, the
+    pre-tokens would change. The test above would catch a version that cut there."""
+    assert GPT2_REGEX.findall("a\n \nb") == ["a", "\n ", "\n", "b"]
+    assert GPT2_REGEX.findall("a\n") + GPT2_REGEX.findall(" \nb") != GPT2_REGEX.findall("a\n \nb")
+    assert [split for split, _ in space_pieces("a\n \nb")] == [True, False]
+
+
+def test_encode_equals_the_plain_reference_on_whitespace_runs(gpt2):
+    for text in space_piece_texts(3000, seed=13):
+        assert gpt2.encode(text) == gpt2._encode_plain(text), repr(text)
 
 
 def test_merge_fast_and_heap_equal_the_plain_merge(gpt2):

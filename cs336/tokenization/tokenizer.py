@@ -7,9 +7,9 @@ Encoding runs in three stages, each independent of the next:
 3. turn each pre-token's UTF-8 bytes into ids and apply the merges in rank order, lowest first,
    never across pre-token boundaries.
 
-`_encode_plain` does exactly that. `encode` gives the same ids faster, with two caches: running
-text repeats the same few thousand words, so the text is first cut at every safe whitespace
-position (pieces like `" cat."` or `"\\n\\nThe"`, see `pretokenize.is_safe_split`) and each distinct
+`_encode_plain` does exactly that. `encode` gives the same ids faster, with caches: running
+text repeats the same few thousand words, so the text is first cut into pieces at pre-token
+boundaries (pieces like `" cat."` or `" end.\\n\\nThe"`, see `pretokenize.space_pieces`) and each distinct
 piece is pre-tokenized and merged once; after warm-up almost every piece costs one dict lookup.
 
 >>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"hi", 257: b" hi"}
@@ -24,41 +24,19 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
 from collections.abc import Iterable, Iterator
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
-    _SAFE_PIECE,
     GPT2_REGEX,
     is_safe_split,
+    pretokenize_piece,
+    space_pieces,
     split_on_special_tokens,
 )
-
-# ---------------------------------------------------------------------------------------------
-# Pre-tokenizing one piece
-# ---------------------------------------------------------------------------------------------
-# The GPT-2 pattern for ASCII text, in plain character classes that the standard `re` module
-# matches with less overhead per call than `regex` matches `\p{L}` / `\p{N}`. `\s` is spelled out
-# as the six ASCII White_Space characters, as `regex` (and tiktoken) mean it; `re` would also
-# count \x1c-\x1f. A test checks it against `GPT2_REGEX`.
-_WS = r"\t\n\x0b\x0c\r "
-_ASCII_PATTERN = re.compile(
-    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
-)
-
-
-def pretokenize_piece(piece: str) -> list[str]:
-    """`GPT2_REGEX.findall(piece)`, via the cheaper ASCII pattern where it applies.
-
-    >>> pretokenize_piece(" don't!"), pretokenize_piece(" café.")
-    ([' don', "'t", '!'], [' café', '.'])
-    """
-    return (_ASCII_PATTERN if piece.isascii() else GPT2_REGEX).findall(piece)
-
 
 # ---------------------------------------------------------------------------------------------
 # Merging one pre-token
@@ -158,15 +136,25 @@ _HEAP_FROM = 64
 
 
 class _Cache(dict):
-    """text -> its ids; a miss calls `encode` once (`__missing__`), a hit is a C-level lookup."""
+    """text -> its ids; a miss calls `encode` once (`__missing__`), a hit is a C-level lookup.
+
+    Texts longer than `_CACHE_KEY_MAX` characters (a line of text without spaces, a long run of
+    digits) are encoded but not kept: they seldom repeat, and keeping them would make memory grow
+    with their length.
+    """
 
     def __init__(self, encode):
         super().__init__()
         self.encode = encode
 
     def __missing__(self, text: str) -> list[int]:
-        ids = self[text] = self.encode(text)
+        ids = self.encode(text)
+        if len(text) <= _CACHE_KEY_MAX:
+            self[text] = ids
         return ids
+
+
+_CACHE_KEY_MAX = 256
 
 
 class Tokenizer:
@@ -239,10 +227,11 @@ class Tokenizer:
     def _new_caches(self) -> None:
         self._pretoken_cache = _Cache(self._encode_pretoken)
         self._piece_cache = _Cache(self._encode_piece)
+        self._spaced_cache = _Cache(self._encode_spaced)  # part -> ids of " " + part
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
-        del state["_pretoken_cache"], state["_piece_cache"]
+        del state["_pretoken_cache"], state["_piece_cache"], state["_spaced_cache"]
         return state
 
     def __setstate__(self, state):
@@ -261,12 +250,22 @@ class Tokenizer:
             return self._pretoken_cache[piece]
         return list(chain.from_iterable(map(self._pretoken_cache.__getitem__, pretokenize_piece(piece))))
 
+    def _encode_spaced(self, part: str) -> list[int]:
+        return self._encode_piece(" " + part)
+
     def _encode_ordinary(self, text: str) -> Iterator[int]:
         """Ids of text that holds no special tokens, as a lazy chain of the cached lists."""
-        for cache in (self._piece_cache, self._pretoken_cache):
+        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
             if len(cache) > self.cache_size:
                 cache.clear()
-        return chain.from_iterable(map(self._piece_cache.__getitem__, _SAFE_PIECE.findall(text)))
+        stretches = []
+        for split, pieces in space_pieces(text):
+            if split:
+                stretches.append(self._piece_cache[pieces[0]])
+                stretches.append(chain.from_iterable(map(self._spaced_cache.__getitem__, islice(pieces, 1, None))))
+            else:
+                stretches.append(self._piece_cache[pieces])
+        return chain.from_iterable(stretches)
 
     def _encode_plain(self, text: str) -> list[int]:
         """The reference `encode`: stages 1-3 of the module docstring, no caches, `merge_plain`."""
