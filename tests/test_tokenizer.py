@@ -216,6 +216,26 @@ def test_save_then_from_files_round_trips_exactly(gpt2, tmp_path):
     assert merge_lines(tmp_path / "merges.txt") == merge_lines(FIXTURES / "gpt2_merges.txt")
 
 
+def test_a_failed_save_leaves_the_previous_pair_intact(tmp_path):
+    """vocab.json and merges.txt must never disagree: a save that fails while writing the
+    merges replaces neither file and leaves no temporary file behind."""
+    from cs336.tokenization.files import save_vocab_merges
+
+    vocab = {i: bytes([i]) for i in range(256)}
+    paths = tmp_path / "vocab.json", tmp_path / "merges.txt"
+    save_vocab_merges({**vocab, 256: b"ab"}, [(b"a", b"b")], *paths)
+    before = [p.read_bytes() for p in paths]
+
+    def merges_then_disk_full():
+        yield (b"c", b"d")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        save_vocab_merges({**vocab, 256: b"cd"}, merges_then_disk_full(), *paths)
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merges.txt", "vocab.json"]
+
+
 def test_bad_vocab_or_merges_are_one_line_errors():
     vocab = {i: bytes([i]) for i in range(256)}
     with pytest.raises(CS336Error, match="not in the vocab"):

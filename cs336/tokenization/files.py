@@ -71,17 +71,31 @@ def save_vocab_merges(
     vocab_path: str | os.PathLike,
     merges_path: str | os.PathLike,
 ) -> None:
-    """Write `vocab` as GPT-2 `vocab.json` and `merges` as GPT-2 `merges.txt`."""
+    """Write `vocab` as GPT-2 `vocab.json` and `merges` as GPT-2 `merges.txt`.
+
+    Both files are written in full to temporary files beside their targets and only then renamed
+    over them, so a failure part way (a full disk, an interrupt) leaves any previous pair intact
+    rather than a new vocab beside old merges.
+    """
     by_string = {token_to_string(tok): i for i, tok in sorted(vocab.items())}
     if len(by_string) != len(vocab):
         raise CS336Error("vocab is not a bijection: two ids share the same token bytes")
-    with open(vocab_path, "w", encoding="utf-8") as f:
-        json.dump(by_string, f, ensure_ascii=False, indent=0)
-        f.write("\n")
-    with open(merges_path, "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n")
-        for a, b in merges:
-            f.write(f"{token_to_string(a)} {token_to_string(b)}\n")
+    targets = [os.fspath(vocab_path), os.fspath(merges_path)]
+    temps = [f"{t}.tmp-{os.getpid()}" for t in targets]
+    try:
+        with open(temps[0], "w", encoding="utf-8") as f:
+            json.dump(by_string, f, ensure_ascii=False, indent=0)
+            f.write("\n")
+        with open(temps[1], "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n")
+            for a, b in merges:
+                f.write(f"{token_to_string(a)} {token_to_string(b)}\n")
+        for temp, target in zip(temps, targets):
+            os.replace(temp, target)
+    finally:
+        for temp in temps:
+            if os.path.exists(temp):
+                os.remove(temp)
 
 
 def load_vocab_merges(
