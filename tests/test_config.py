@@ -95,6 +95,13 @@ def test_values_of_the_wrong_type_name_the_key(tmp_path, override, key):
     "overrides, words",
     [
         (["model.num_heads=5"], ["divisible", "num_heads"]),
+        (["model.num_heads=0"], ["model.num_heads=0", "positive"]),
+        (["model.num_heads=-2"], ["model.num_heads=-2", "positive"]),
+        (["model.d_model=0"], ["model.d_model=0", "positive"]),
+        (["model.d_ff=0"], ["model.d_ff=0", "positive"]),
+        (["model.num_layers=-1"], ["model.num_layers=-1"]),
+        (["model.d_model=96", "model.num_heads=32"], ["RoPE", "even"]),
+        (["model.rope_theta=0"], ["model.rope_theta", "positive"]),
         (["batch_size=10", "grad_accum_steps=3"], ["batch_size", "grad_accum_steps"]),
         (["model.norm=layer"], ["model.norm"]),
         (["nan_policy=ignore"], ["nan_policy"]),

@@ -153,10 +153,17 @@ class TrainConfig:
         """Check values a type check cannot: positivity, choices, divisibility, one run length."""
         m, o = self.model, self.optim
         checks = [
-            (m.vocab_size > 0, "model.vocab_size must be positive"),
-            (m.context_length > 0, "model.context_length must be positive"),
-            (m.d_model > 0 and m.num_layers >= 0 and m.d_ff > 0, "model sizes must be positive"),
-            (m.num_heads > 0 and m.d_model % m.num_heads == 0, f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}"),
+            (m.vocab_size > 0, f"model.vocab_size={m.vocab_size} must be positive"),
+            (m.context_length > 0, f"model.context_length={m.context_length} must be positive"),
+            (m.d_model > 0, f"model.d_model={m.d_model} must be positive"),
+            (m.num_layers >= 0, f"model.num_layers={m.num_layers} must be non-negative"),
+            (m.d_ff > 0, f"model.d_ff={m.d_ff} must be positive"),
+            (m.num_heads > 0, f"model.num_heads={m.num_heads} must be positive"),
+            # (`or` short-circuits: the modulo runs only once num_heads is known to be positive)
+            (m.num_heads <= 0 or m.d_model % m.num_heads == 0, f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}"),
+            (m.position != "rope" or m.num_heads <= 0 or (m.d_model // m.num_heads) % 2 == 0,
+             f"RoPE rotates pairs of dimensions: the head size model.d_model / model.num_heads = {m.d_model}/{m.num_heads} must be even"),
+            (m.position != "rope" or m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be positive"),
             (m.norm in ("pre", "post", "none"), f"model.norm={m.norm!r} must be 'pre', 'post' or 'none'"),
             (m.position in ("rope", "nope"), f"model.position={m.position!r} must be 'rope' or 'nope'"),
             (m.ffn in ("swiglu", "silu"), f"model.ffn={m.ffn!r} must be 'swiglu' or 'silu'"),
