@@ -53,10 +53,13 @@ def init(device_type: str) -> DistInfo:
     return info
 
 
-def shutdown() -> None:
-    """Leave the process group, if `init` created it."""
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group, if `init` created it; with `synchronize`, first wait at a barrier
+    until every rank is leaving, so that no rank tears down connections another still uses."""
     global _OWNED
     if _OWNED and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
     _OWNED = False
 

@@ -23,6 +23,7 @@ wall-clock mode (`max_minutes`) the warm-up counts steps and the cosine runs on 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -519,7 +520,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     the files.
     """
     config.validate()
+    trainer, finished = None, False
     try:
-        return _Trainer(config, progress).run()
+        trainer = _Trainer(config, progress)
+        summary = trainer.run()
+        finished = True
+        return summary
     finally:
-        distributed.shutdown()  # leaves a process group alone unless this call created it
+        if trainer is not None and trainer.dist.enabled:
+            # Under torchrun, drop the DDP wrapper (its reducer holds the process group) before the
+            # group goes; a reducer outliving its group can abort the process at exit.
+            trainer.ddp = trainer.forward = None
+            del trainer
+            gc.collect()
+        # After a normal finish every rank is done with collectives: meet, then leave together.
+        # (After an error the other ranks may be mid-step, so no barrier: torchrun stops them.)
+        distributed.shutdown(synchronize=finished)  # leaves a process group alone unless this call created it
