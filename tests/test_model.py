@@ -473,3 +473,10 @@ def test_gpu_benchmark_dry_run_executes_on_cpu():
     mfu = gpu.main(["--dry-run"])["tiny"]
     assert all(0 < v < 1 for v in mfu.values())
     assert gpu.flops_per_token(gpu.CONFIGS["reference"], 10**6) == 6e6 + 12 * 4 * 256 * 512
+
+
+def test_adamw_benchmark_runs_and_checks_foreach_against_the_loop(capsys):
+    adamw = _load_benchmark("adamw")
+    adamw.main(["--configs", "demo", "--steps", "1", "--rounds", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert all(label in out for label in ("cs336 loop", "cs336 foreach", "torch loop", "torch foreach"))

@@ -51,9 +51,14 @@ class AdamW(torch.optim.Optimizer):
       β₂ = 0.999, tending to ε, so it matters only in early steps and for gradients near ε.
 
     With ε = 0 and lr', λ' the two are equal to float64 rounding (tests/test_training_primitives.py).
+
+    `foreach=True` runs the same element-wise operations, in the same order, on all parameters of
+    a device and dtype at once (`torch._foreach_*`): a handful of multi-tensor kernels per step
+    instead of ~8 small ones per parameter, which matters on a GPU. The result is bit-identical.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, *, foreach: bool = False):
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
@@ -61,6 +66,17 @@ class AdamW(torch.optim.Optimizer):
         if eps < 0 or weight_decay < 0:
             raise ValueError(f"invalid eps {eps} or weight_decay {weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        self.foreach = foreach  # how to compute, not state: kept out of state_dict, so resuming never changes it
+
+    def _state_of(self, p: torch.Tensor) -> dict:
+        if p.grad.is_sparse:
+            raise RuntimeError("AdamW does not support sparse gradients")
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -70,16 +86,13 @@ class AdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            if self.foreach:
+                self._step_foreach(group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = self._state_of(p)
                 state["step"] += 1
                 t = state["step"].item()
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
@@ -89,6 +102,29 @@ class AdamW(torch.optim.Optimizer):
                 p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
                 p.mul_(1 - lr * wd)
         return loss
+
+    def _step_foreach(self, group: dict) -> None:
+        """The loop of `step`, one multi-tensor operation per line, per (device, dtype)."""
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        buckets: dict[tuple, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is not None:
+                buckets.setdefault((p.device, p.dtype), []).append(p)
+        for params in buckets.values():
+            states = [self._state_of(p) for p in params]
+            for state in states:
+                state["step"] += 1
+            ts = [state["step"].item() for state in states]  # per parameter: one may have skipped steps
+            ms, vs, gs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [p.grad for p in params]
+            torch._foreach_mul_(ms, beta1)
+            torch._foreach_add_(ms, gs, alpha=1 - beta1)
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+            denominators = torch._foreach_sqrt(vs)
+            torch._foreach_add_(denominators, eps)
+            alphas = [-lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in ts]
+            torch._foreach_addcdiv_(params, ms, denominators, alphas)
+            torch._foreach_mul_(params, 1 - lr * wd)
 
 
 def get_lr_cosine_schedule(it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int) -> float:
