@@ -155,22 +155,46 @@ def rope_complex(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torc
     return torch.view_as_real(z * torch.polar(torch.ones_like(angles), angles)).flatten(-2).to(x.dtype)
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("theta", [10000.0, 500.0])
-def test_rope_equals_complex_rotation_of_adjacent_pairs(theta):
+def test_rope_equals_complex_rotation_of_adjacent_pairs(theta, fused):
     torch.manual_seed(0)
-    rope = RotaryPositionalEmbedding(theta, d_k=16, max_seq_len=64)
+    rope = RotaryPositionalEmbedding(theta, d_k=16, max_seq_len=64, fused=fused)
     x = torch.randn(2, 3, 9, 16)
     positions = torch.randint(0, 64, (2, 3, 9))
     torch.testing.assert_close(rope(x, positions), rope_complex(x, positions, theta))
 
 
-def test_rope_positions_broadcast_over_batch_dims_and_default_to_arange():
-    rope = RotaryPositionalEmbedding(10000.0, d_k=8, max_seq_len=32)
+@pytest.mark.parametrize("fused", [False, True])
+def test_rope_positions_broadcast_over_batch_dims_and_default_to_arange(fused):
+    rope = RotaryPositionalEmbedding(10000.0, d_k=8, max_seq_len=32, fused=fused)
     x = torch.randn(2, 5, 7, 8)
     positions = torch.arange(3, 10)
     torch.testing.assert_close(rope(x, positions), rope_complex(x, positions, 10000.0))
     torch.testing.assert_close(rope(x, positions.expand(2, 5, 7)), rope(x, positions))
     torch.testing.assert_close(rope(x), rope(x, torch.arange(7)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rope_equals_the_reference_in_value_and_gradient_on_strided_heads(dtype):
+    """The fused RoPE (complex multiply) on the layout attention gives it: heads split from a
+    projection and transposed, so not contiguous; bf16 computed in float32 and cast back."""
+    torch.manual_seed(0)
+    plain, fused = (RotaryPositionalEmbedding(10000.0, 16, 32, fused=f) for f in (False, True))
+    base = torch.randn(2, 9, 4 * 16).to(dtype)
+    grads, outs = [], []
+    for rope in (plain, fused):
+        x = base.clone().requires_grad_()
+        heads = x.unflatten(-1, (4, 16)).transpose(-3, -2)  # (batch, heads, seq, d_k), strided
+        assert not heads.is_contiguous()
+        y = rope(heads, torch.arange(5, 14))
+        (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs.append(y)
+        grads.append(x.grad)
+    assert outs[1].dtype == dtype
+    tol = dict(rtol=0, atol=1e-6) if dtype == torch.float32 else dict(rtol=0, atol=1e-2)
+    torch.testing.assert_close(outs[1], outs[0], **tol)
+    torch.testing.assert_close(grads[1], grads[0], **tol)
 
 
 def test_rope_has_no_state_dict_entries_and_needs_an_even_dim():

@@ -120,11 +120,11 @@ class RotaryPositionalEmbedding(nn.Module):
     tensor([[0.5403, 0.8415]])
     """
 
-    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None, *, fused: bool = False):
         super().__init__()
         if d_k % 2:
             raise CS336Error(f"RoPE needs an even head dimension, got d_k={d_k}")
-        self.theta, self.d_k, self.max_seq_len = theta, d_k, max_seq_len
+        self.theta, self.d_k, self.max_seq_len, self.fused = theta, d_k, max_seq_len, fused
         inv_freq = theta ** -(torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)
         angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq
         self.register_buffer("cos", angles.cos().to(torch.float32), persistent=False)  # (max_seq_len, d_k/2)
@@ -139,6 +139,15 @@ class RotaryPositionalEmbedding(nn.Module):
             cos, sin = self.cos[: x.shape[-2]], self.sin[: x.shape[-2]]
         else:
             cos, sin = self.cos[token_positions], self.sin[token_positions]  # (... seq, d_k/2)
+        if self.fused and not torch.compiler.is_compiling():
+            # A pair (a, b) is the complex number a + ib, and the rotation is a product with
+            # cos + i·sin: one complex multiply instead of four real ones, a subtraction, an
+            # addition and a stack (about 3x faster forward+backward on CPU), in float32 as below.
+            # Not under torch.compile: Inductor fuses the real version into one kernel but has no
+            # code generation for complex numbers.
+            pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # a view when x is float32
+            rotated = torch.view_as_real(pairs * torch.complex(cos.float(), sin.float()))
+            return rotated.flatten(-2).to(x.dtype)
         x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)  # views; their backward is one stack
         rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
         return rotated.flatten(-2).to(x.dtype)  # interleave back: (..., k, 2) -> (..., 2k)
@@ -170,7 +179,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.v_proj = Linear(d_model, d_model, device, dtype, fused=fused)
         self.output_proj = Linear(d_model, d_model, device, dtype, fused=fused)
         self.rope = (
-            RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device)
+            RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device, fused=fused)
             if max_seq_len is not None and theta is not None
             else None
         )
