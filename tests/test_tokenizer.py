@@ -405,3 +405,14 @@ def test_merges_apply_in_rank_order_not_left_to_right():
     tok = Tokenizer(vocab, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
     assert tok.encode("abc") == [97, 256]
     assert tok.encode("ab") == [257]
+
+
+def test_the_whitespace_set_is_unicode_white_space():
+    """`space_pieces` walks back over whitespace with this set; it must be exactly what the GPT-2
+    pattern's `\\s` matches (`regex`: Unicode White_Space), over every code point."""
+    import regex
+
+    from cs336.tokenization.pretokenize import _WHITESPACE_SET
+
+    everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    assert _WHITESPACE_SET == set(regex.findall(r"\s", everything))

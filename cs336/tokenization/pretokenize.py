@@ -242,7 +242,7 @@ _WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205
 _INNER_SPACE = re.compile(f" (?<=[{_WHITESPACE}] )(?=[{_WHITESPACE}]|\\Z)")
 _WORD_AFTER = re.compile(f"[{_WHITESPACE}]*[^{_WHITESPACE}]*")
 # `_WHITESPACE` as a set of characters (it spells U+2000-U+200A as a range).
-_WHITESPACE_SET = frozenset(c for c in map(chr, range(0x3001)) if re.fullmatch(f"[{_WHITESPACE}]", c))
+_WHITESPACE_SET = frozenset(re.findall(f"[{_WHITESPACE}]", "".join(map(chr, range(0x3001)))))
 
 
 def space_pieces(text: str) -> Iterator[tuple[bool, str | list[str]]]:
