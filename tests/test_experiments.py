@@ -242,6 +242,23 @@ def test_run_sweep_skips_ended_points_resumes_interrupted_ones_and_exports_logs(
     assert len((out / "calls.txt").read_text().split()) == 2
 
 
+def test_sweep_info_records_the_threads_each_run_uses(tmp_path, monkeypatch):
+    """A config's `threads` is what the trainer applies, whatever OMP_NUM_THREADS the sweep sets."""
+    path = sweep_file(tmp_path, """
+        [sweep]
+        base = "base.toml"
+        [[points]]
+        name = "env"
+        [[points]]
+        name = "one"
+        threads = 1
+    """)
+    sweep = sweeps.load_sweep(path)
+    assert sweeps._threads_per_run(sweep, 2) == {"env": 2, "one": 1}
+    (tmp_path / "base.toml").write_text("seed = 0\nmax_steps = 3\nthreads = 1\n")
+    assert sweeps._threads_per_run(sweeps.load_sweep(path), 2) == 1
+
+
 def test_a_failing_point_is_reported_and_the_cli_exits_nonzero(fake_trainer, tmp_path, capsys):
     path = sweep_file(tmp_path, f"""
         [sweep]

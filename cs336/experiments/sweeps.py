@@ -247,6 +247,17 @@ def _state(sweep: Sweep, point: Point) -> str:
     return status if status in DONE_STATUSES else ("resume" if (run_dir / LOG).exists() else "pending")
 
 
+def _threads_per_run(sweep: Sweep, env_threads: int) -> int | dict[str, int]:
+    """The torch threads each run uses: its config's `threads` where set (the trainer applies it),
+    else the `OMP_NUM_THREADS` the sweep gives its subprocesses. One number when all agree."""
+    per_point = {}
+    for point in sweep.points:
+        configured = point_config(sweep.base, sweep.overrides(point)).threads
+        per_point[point.name] = configured if configured is not None else env_threads
+    values = set(per_point.values())
+    return values.pop() if len(values) == 1 else per_point
+
+
 def _write_sweep_info(sweep: Sweep, dest: Path, threads: int) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     info = {
@@ -257,7 +268,7 @@ def _write_sweep_info(sweep: Sweep, dest: Path, threads: int) -> None:
         "set": sweep.shared,
         "points": {p.name: p.overrides for p in sweep.points},
         "hardware": hardware(),
-        "threads_per_run": threads,
+        "threads_per_run": _threads_per_run(sweep, threads),
     }
     (dest / SWEEP).write_text(json.dumps(info, indent=2) + "\n")
 
