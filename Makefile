@@ -5,14 +5,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The data directory: ../shared/data beside a checkout when present, else data/.
-export CS336_DATA_DIR ?= $(abspath $(if $(wildcard ../shared/data),../shared/data,data))
-export TIKTOKEN_CACHE_DIR ?= $(CS336_DATA_DIR)/tiktoken-cache
+# Data: $CS336_DATA_DIR when set, else data/ (the package finds it the same way; see data/README.md).
+DATA := $(or $(CS336_DATA_DIR),$(abspath data))
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 export MPLBACKEND = Agg
 
-.PHONY: setup demo test unit notebooks bench figures reproduce writeup data-cpu clean
+.PHONY: setup demo test unit notebooks lab bench figures reproduce writeup data-cpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,28 +25,36 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m cs336 demo
 
+# Tests write their figures to build/figures, so a test run leaves the committed figures/ as it was.
+TEST_ENV := CS336_FIGURES_DIR=$(abspath build/figures)
+
 test: setup
-	$(PY) -m pytest tests notebooks --nbval -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest tests notebooks --nbval -p no:cacheprovider
 
 unit: setup
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest tests -p no:cacheprovider
 
 notebooks: setup
-	$(PY) -m pytest notebooks --nbval -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest notebooks --nbval -p no:cacheprovider
+
+# JupyterLab on notebooks/ with the project's environment and kernel ("python3" of .venv).
+lab: setup
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
+	$(PY) -m jupyter lab --notebook-dir=notebooks
 
 # --- experiments: sweeps, figures, write-up -----------------------------------------------------
 # `make reproduce` reruns the experiments of notebooks 06, 08 and 09 and redraws their figures:
-#   SCALE=cpu   the scaled-down sweeps on the shared TinyStories sample (15-50 minutes on one core,
+#   SCALE=cpu   the scaled-down sweeps on the TinyStories sample in data/ (15-50 minutes on one core,
 #               depending on how busy the machine is);
 #               their small logs land in results/ (committed), checkpoints in runs/ (not)
 #   SCALE=full  the handout's runs (TinyStories V2 and OpenWebText; one GPU each, many GPU-hours)
 SCALE ?= cpu
 CPU_DATA := runs/data/tinystories_cpu
-TS_SAMPLE := $(CS336_DATA_DIR)/tinystories
+TS_SAMPLE := data/tinystories
 CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu seeds_cpu leaderboard_cpu
 FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
-TS_FULL := $(CS336_DATA_DIR)/tinystories
-OWT := $(CS336_DATA_DIR)/owt
+TS_FULL := $(DATA)/tinystories
+OWT := $(DATA)/owt
 
 $(CPU_DATA)/vocab.json:
 	$(PY) -m cs336 train-bpe --input $(TS_SAMPLE)/TinyStories-train-2M.txt --vocab-size 2000 --special-token '<|endoftext|>' --out $(CPU_DATA)
@@ -70,11 +77,11 @@ else ifeq ($(SCALE),full)
 	$(PY) -m cs336 encode --tokenizer $(TS_FULL)/tokenizer-10k --special-token '<|endoftext|>' --input $(TS_FULL)/TinyStoriesV2-GPT4-valid.txt --out $(TS_FULL)/tinystories-valid-10k.npy
 	for s in $(FULL_SWEEPS); do $(PY) -m cs336 sweep configs/sweeps/$$s.toml || exit 1; done
 	$(PY) -m cs336 data fetch owt
-	gunzip -kf $(CS336_DATA_DIR)/owt_train.txt.gz $(CS336_DATA_DIR)/owt_valid.txt.gz
+	gunzip -kf $(DATA)/owt_train.txt.gz $(DATA)/owt_valid.txt.gz
 	mkdir -p $(OWT)
-	$(PY) -m cs336 train-bpe --input $(CS336_DATA_DIR)/owt_train.txt --vocab-size 32000 --special-token '<|endoftext|>' --out $(OWT)/tokenizer-32k
-	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(CS336_DATA_DIR)/owt_train.txt --out $(OWT)/owt-train-32k.npy
-	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(CS336_DATA_DIR)/owt_valid.txt --out $(OWT)/owt-valid-32k.npy
+	$(PY) -m cs336 train-bpe --input $(DATA)/owt_train.txt --vocab-size 32000 --special-token '<|endoftext|>' --out $(OWT)/tokenizer-32k
+	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(DATA)/owt_train.txt --out $(OWT)/owt-train-32k.npy
+	$(PY) -m cs336 encode --tokenizer $(OWT)/tokenizer-32k --special-token '<|endoftext|>' --input $(DATA)/owt_valid.txt --out $(OWT)/owt-valid-32k.npy
 	$(PY) -m cs336 train --config configs/owt.toml --run-dir runs/owt
 	$(PY) -m cs336 train --config configs/leaderboard.toml --run-dir runs/leaderboard
 else

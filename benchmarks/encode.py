@@ -27,10 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import tiktoken
 
 from cs336 import Tokenizer
-from cs336.data import data_dir
+from cs336.data import sample_path, tiktoken_gpt2
 from cs336.tokenization.encode_file import encode_file
 
 EOT = "<|endoftext|>"
@@ -69,7 +68,7 @@ def parallel_capacity(workers: int, n: int = 3_000_000) -> float:
 
 def make_dataset(path: Path, megabytes: float) -> None:
     """Concatenate the TinyStories samples (repeating them) into a file of about `megabytes` MB."""
-    sources = sorted((data_dir() / "tinystories").glob("*.txt"))
+    sources = [sample_path("tinystories/TinyStories-train-2M.txt"), sample_path("tinystories/TinyStories-valid-800K.txt")]
     written = 0
     with open(path, "wb") as out:
         while written < megabytes * 1e6:
@@ -81,16 +80,15 @@ def make_dataset(path: Path, megabytes: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text", type=Path, default=data_dir() / "tinystories" / "TinyStories-train-2M.txt")
+    parser.add_argument("--text", type=Path, default=sample_path("tinystories/TinyStories-train-2M.txt"))
     parser.add_argument("--dataset-mb", type=float, default=16.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
-    fixtures = data_dir() / "cs336-fixtures"
-    loaded = Tokenizer.from_files(fixtures / "gpt2_vocab.json", fixtures / "gpt2_merges.txt", [EOT])
+    loaded = Tokenizer.from_files(sample_path("cs336-fixtures/gpt2_vocab.json"), sample_path("cs336-fixtures/gpt2_merges.txt"), [EOT])
     blob = pickle.dumps(loaded)  # unpickling gives a fresh tokenizer (empty cache) in milliseconds
-    reference = tiktoken.get_encoding("gpt2")
+    reference = tiktoken_gpt2()
     text = args.text.read_text(encoding="utf-8")
     mb = len(text.encode("utf-8")) / 1e6
     reference.encode(text[:10_000], allowed_special={EOT})  # load tiktoken's tables

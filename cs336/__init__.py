@@ -1,4 +1,4 @@
-"""cs336: language modeling from scratch. The public API of ../shared/API.md, re-exported."""
+"""cs336: language modeling from scratch. The public API (API.md in the checkout), re-exported."""
 
 from cs336.model import (
     Embedding,

@@ -7,6 +7,7 @@ bad values) are printed as one line, `error: ...`, with exit status 2; no traceb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cs336.errors import CS336Error
@@ -42,10 +43,10 @@ def _positive_int(text: str) -> int:
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data", help="download or copy the full-size corpora into the data directory",
-        description="Manage the full-size corpora (the shared samples need nothing).", **_FORMAT,
-        epilog=_examples("cs336 data fetch tinystories", "cs336 data fetch owt --mirror /mnt/corpora"),
+        description="Manage the full-size corpora (the samples in the checkout's data/ need nothing).", **_FORMAT,
+        epilog=_examples("cs336 data where", "cs336 data fetch tinystories", "cs336 data fetch owt --mirror /mnt/corpora"),
     )
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch}", help="what to do")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch,where}", help="what to do")
     f = data_sub.add_parser(
         "fetch", help="fetch a corpus (progress bar, resume, checksum)",
         description="Download a corpus into the data directory, resuming a partial download and checking "
@@ -58,12 +59,37 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)
+    w = data_sub.add_parser(
+        "where", help="print the data directory and the file each corpus split reads",
+        description="Print the data directory ($CS336_DATA_DIR, else the checkout's data/, else "
+        "$XDG_DATA_HOME/cs336) and, for each corpus split, the file that is read: the full-size "
+        "file when fetched, else the shipped sample.", **_FORMAT, epilog=_examples("cs336 data where"),
+    )
+    w.set_defaults(func=_run_data_where)
 
 
 def _run_data_fetch(args: argparse.Namespace) -> int:
     from cs336.data.fetch import fetch
 
     fetch(args.corpus, mirror=args.mirror, dest=args.dest)
+    return 0
+
+
+def _run_data_where(args: argparse.Namespace) -> int:
+    from cs336.data import CORPORA, corpus_path
+    from cs336.errors import CS336Error
+    from cs336.paths import CHECKOUT_DATA, data_dir
+
+    origin = "$CS336_DATA_DIR" if os.environ.get("CS336_DATA_DIR") else "the checkout" if CHECKOUT_DATA else "user directory"
+    print(f"data directory: {data_dir()} ({origin})")
+    for name in CORPORA:
+        for split in ("train", "valid"):
+            try:
+                path = corpus_path(name, split)
+                sample = CORPORA[name].samples.get(split, "").endswith(path.name)
+                print(f"{name} {split}: {path}{' (sample)' if sample else ''}")
+            except CS336Error:
+                print(f"{name} {split}: not here (cs336 data fetch {name})")
     return 0
 
 

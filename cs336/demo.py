@@ -1,7 +1,7 @@
 """The whole pipeline in a few minutes on a CPU: text → BPE → token ids → a trained LM → a story.
 
 `cs336 demo` (what `make demo` runs) uses the TinyStories text in the data directory (the full
-files when fetched, else the small shared samples), reading at most `max_train_bytes` of it so
+files when fetched, else the small samples in data/), reading at most `max_train_bytes` of it so
 the demo's length does not depend on the corpus size:
 
     runs/demo/
@@ -21,28 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cs336.data import corpus_path
-from cs336.data.registry import PROJECT_ROOT
+from cs336.data import corpus_path, read_head
 from cs336.errors import CS336Error
 from cs336.outputs import output_dir
+from cs336.paths import CONFIGS_DIR
 
 EOT = "<|endoftext|>"
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.toml"
-
-
-def _slice_text(src: Path, dest: Path, max_bytes: int) -> int:
-    """Copy up to `max_bytes` of `src` to `dest`, cut after the last complete story; return bytes."""
-    with open(src, "rb") as f:
-        data = f.read(max_bytes)
-        more = bool(f.read(1))
-    if more:
-        end = data.rfind(EOT.encode())
-        if end > 0:
-            data = data[: end + len(EOT)]
-        elif (end := data.rfind(b"\n\n")) > 0:
-            data = data[:end]
-    dest.write_bytes(data)
-    return len(data)
+DEFAULT_CONFIG = CONFIGS_DIR / "demo.toml"
 
 
 def run_demo(
@@ -80,8 +65,8 @@ def run_demo(
     # 1. the text
     src_train, src_valid = corpus_path("tinystories", "train"), corpus_path("tinystories", "valid")
     train_txt, valid_txt = data_dir / "train.txt", data_dir / "valid.txt"
-    n_train = _slice_text(src_train, train_txt, max_train_bytes)
-    n_valid = _slice_text(src_valid, valid_txt, max_valid_bytes)
+    n_train = train_txt.write_bytes(read_head(src_train, max_train_bytes))
+    n_valid = valid_txt.write_bytes(read_head(src_valid, max_valid_bytes))
     log(f"[1/4] text: {n_train:,} bytes of {src_train.name}, {n_valid:,} bytes of {src_valid.name}")
 
     # 2. a byte-level BPE tokenizer, saved beside the run

@@ -3,19 +3,20 @@ from pathlib import Path
 
 import pytest
 
+from cs336.paths import CHECKOUT_DATA
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# The shared real-data samples; CI and `make test` point CS336_DATA_DIR here.
-DATA_DIR = Path(os.environ.get("CS336_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data")).resolve()
-os.environ.setdefault("CS336_DATA_DIR", str(DATA_DIR))
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(DATA_DIR / "tiktoken-cache"))
+# The samples the checkout ships (data/README.md). Tests read these and nothing else, whatever
+# $CS336_DATA_DIR a user has set for full-size corpora: results must not depend on it.
+DATA_DIR = PROJECT_ROOT / "data"
+assert CHECKOUT_DATA == DATA_DIR, f"tests import the package of another checkout: {CHECKOUT_DATA}"
+os.environ["CS336_DATA_DIR"] = str(DATA_DIR)
 FIXTURES = DATA_DIR / "cs336-fixtures"
 TINYSTORIES = DATA_DIR / "tinystories"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA_DIR.exists():
-        pytest.fail(f"shared data not found at {DATA_DIR}; set CS336_DATA_DIR")
     return DATA_DIR
 
 

@@ -17,6 +17,7 @@ import pytest
 import regex
 
 from cs336.cli import main
+from cs336.data import tiktoken_gpt2
 from cs336.errors import CS336Error
 from cs336.tokenization.bpe import _heap_key, _merge_pair, train_bpe
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
@@ -368,9 +369,9 @@ def test_trained_vocab_and_merges_round_trip_through_gpt2_files(tmp_path):
 
 
 def test_gpt2_files_load_and_match_tiktoken():
-    tiktoken = pytest.importorskip("tiktoken")
+    pytest.importorskip("tiktoken")
     vocab, merges = load_vocab_merges(FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt")
-    ranks = tiktoken.get_encoding("gpt2")._mergeable_ranks
+    ranks = tiktoken_gpt2()._mergeable_ranks
     assert len(vocab) == 50257 and len(merges) == 50000
     assert all(vocab[i] == token for token, i in ranks.items())
     assert merges[0] == (b" ", b"t")

@@ -1,11 +1,11 @@
 import json
 
 import pytest
-import tiktoken
 import torch
 
 from cs336 import Tokenizer, TransformerLM
 from cs336.cli import main
+from cs336.data import tiktoken_gpt2
 from cs336.errors import CS336Error
 from cs336.export import llama_config, rope_adjacent_to_half, save_hf, tokenizer_json
 from cs336.runs import load_run
@@ -80,7 +80,7 @@ def hf_tokenizer(vocab, merges, specials):
 def test_tokenizer_json_encodes_like_tiktoken_gpt2(data_dir):
     vocab, merges = gpt2_bpe(data_dir)
     hf = hf_tokenizer(vocab, merges, [EOS])
-    gpt2 = tiktoken.get_encoding("gpt2")
+    gpt2 = tiktoken_gpt2()
     fixtures = [(data_dir / "cs336-fixtures" / f).read_text(encoding="utf-8") for f in ("address.txt", "german.txt", "tinystories_sample.txt")]
     for text in TEXTS + fixtures:
         assert hf.encode(text).ids == gpt2.encode(text, allowed_special="all")

@@ -69,3 +69,20 @@ def test_the_check_catches_a_leak(tmp_path: Path):
     path.write_text(json.dumps(leaky), encoding="utf-8")
     with pytest.raises(AssertionError, match="cell 0"):
         test_saved_outputs_name_no_machine_path(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["01_unicode", "02_bpe_training", "03_tokenizer_experiments"])
+def test_notebook_runs_from_another_directory_with_no_variables(name, tmp_path, monkeypatch):
+    """As a user opens it: a kernel started elsewhere (not in notebooks/), no CS336_DATA_DIR; the
+    data, assets and figures are found from the package's location. Figures go to a temporary
+    folder so the committed ones stay as they are."""
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+
+    monkeypatch.delenv("CS336_DATA_DIR", raising=False)
+    monkeypatch.setenv("CS336_FIGURES_DIR", str(tmp_path / "figures"))
+    nb = nbformat.read(PROJECT_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError, naming the cell, on any failure
+    assert any("outputs" in c and c["outputs"] for c in nb.cells if c.cell_type == "code")

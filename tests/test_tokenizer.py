@@ -11,6 +11,7 @@ import pytest
 import tiktoken
 
 from cs336 import Tokenizer
+from cs336 import data
 from cs336.errors import CS336Error
 from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
 from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain, pretokenize_piece
@@ -37,7 +38,7 @@ def gpt2() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
-    return tiktoken.get_encoding("gpt2")
+    return data.tiktoken_gpt2()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Where corpora live and how to fetch them."""
 
-from cs336.data.registry import CORPORA, data_dir, corpus_path
+from cs336.data.registry import CORPORA, corpus_path, data_dir, read_head, sample_path, tiktoken_gpt2
 
-__all__ = ["CORPORA", "data_dir", "corpus_path"]
+__all__ = ["CORPORA", "corpus_path", "data_dir", "read_head", "sample_path", "tiktoken_gpt2"]

@@ -1,24 +1,20 @@
-"""The corpora the workbook uses, where they are kept, and where they come from.
+"""The corpora the workbook uses, where they come from, and which file stands for each split.
 
-The data directory is `$CS336_DATA_DIR` when set, else `data/` in the project root. Tests, notebooks
-and CI set it to `../shared/data`, which holds small real samples of the corpora below.
+Where the data directory is: `cs336.paths.data_dir`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336.errors import CS336Error
+from cs336.paths import data_dir, sample_path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def data_dir() -> Path:
-    """The data directory: `$CS336_DATA_DIR`, else `<project>/data`."""
-    env = os.environ.get("CS336_DATA_DIR")
-    return Path(env).expanduser().resolve() if env else PROJECT_ROOT / "data"
+EOT = b"<|endoftext|>"  # the document separator of both corpora
 
 
 @dataclass(frozen=True)
@@ -32,7 +28,7 @@ class RemoteFile:
 class Corpus:
     name: str
     files: tuple[RemoteFile, ...]
-    # Small real samples kept in the shared data directory, used when the full files are absent.
+    # The shipped samples (`sample_path` names), used when the full files are absent.
     samples: dict[str, str] = field(default_factory=dict)
 
 
@@ -55,12 +51,13 @@ CORPORA: dict[str, Corpus] = {
             RemoteFile("owt_train.txt.gz", f"{_HF}/stanford-cs336/owt-sample/resolve/main/owt_train.txt.gz"),
             RemoteFile("owt_valid.txt.gz", f"{_HF}/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz"),
         ),
+        samples={"train": "owt/owt-sample-680K.txt"},
     ),
 }
 
 
 def corpus_path(name: str, split: str = "train", *, allow_sample: bool = True) -> Path:
-    """Path of a corpus split: the full-size file when fetched, else the shared sample.
+    """Path of a corpus split: the full-size file when fetched, else the shipped sample.
 
     >>> corpus_path("tinystories", "valid").name  # doctest: +SKIP
     'TinyStories-valid-800K.txt'
@@ -71,12 +68,52 @@ def corpus_path(name: str, split: str = "train", *, allow_sample: bool = True) -
     root = data_dir()
     for f in corpus.files:
         if f"-{split}" in f.name or f"_{split}" in f.name:
-            full = root / f.name
-            if full.exists():
-                return full
-    if allow_sample and split in corpus.samples and (root / corpus.samples[split]).exists():
-        return root / corpus.samples[split]
+            for full in (root / f.name.removesuffix(".gz"), root / f.name):  # unzipped first
+                if full.exists():
+                    return full
+    if allow_sample and split in corpus.samples:
+        return sample_path(corpus.samples[split])
     raise CS336Error(
         f"corpus {name!r} split {split!r} not found in {root}; run `cs336 data fetch {name}` "
         f"or set CS336_DATA_DIR"
     )
+
+
+def read_head(path: str | os.PathLike, max_bytes: int, separator: bytes = EOT) -> bytes:
+    """The first `max_bytes` of a corpus, cut after its last complete document (at `separator`,
+    else at a blank line), reading no more than that: a 2 GB corpus costs `max_bytes` of memory.
+    A file no longer than `max_bytes` comes back whole."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes)
+        more = bool(f.read(1))
+    if more:
+        end = data.rfind(separator)
+        if end > 0:
+            data = data[: end + len(separator)]
+        elif (end := data.rfind(b"\n\n")) > 0:
+            data = data[:end]
+    return data
+
+
+# tiktoken caches a download under the SHA-1 of its URL; these are the two files of `gpt2`.
+_TIKTOKEN_GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+
+
+def tiktoken_gpt2():
+    """tiktoken's `gpt2` encoding without a network: its cache is written from the shipped GPT-2
+    files (tiktoken checks both digests). Uses `$TIKTOKEN_CACHE_DIR` when set, else a folder in
+    the temporary directory, and sets the variable to it."""
+    import tiktoken
+
+    cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "cs336-tiktoken")
+    vocab = sample_path("cs336-fixtures/gpt2_vocab.json").read_bytes()
+    merges = b"#version: 0.2\n" + sample_path("cs336-fixtures/gpt2_merges.txt").read_bytes()
+    for url, content in ((_TIKTOKEN_GPT2 + "encoder.json", vocab), (_TIKTOKEN_GPT2 + "vocab.bpe", merges)):
+        path = cache / hashlib.sha1(url.encode()).hexdigest()
+        if not path.is_file() or path.read_bytes() != content:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(content)
+            tmp.replace(path)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    return tiktoken.get_encoding("gpt2")

@@ -1,5 +1,5 @@
 """A training run of a few seconds, for the notebooks' live checks and the tests: a 2-layer,
-32-wide model on the raw bytes (vocab 256, no tokenizer needed) of the shared TinyStories sample,
+32-wide model on the raw bytes (vocab 256, no tokenizer needed) of the shipped TinyStories sample,
 trained by the package's own trainer.
 
 >>> s = tiny_run("/tmp/tiny", "lr=0.03", "optim.lr=3e-2")     # doctest: +SKIP
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cs336.data import corpus_path
+from cs336.data import CORPORA, sample_path
 
 # Overrides of the trainer's defaults: 60 steps of 8 × 32 bytes, one evaluation at the end.
 TINY = (
@@ -27,15 +27,17 @@ TINY = (
 
 
 def byte_tokens(workdir: str | Path, n_bytes: int = 300_000) -> tuple[Path, Path]:
-    """The first `n_bytes` of the TinyStories sample's train and valid files as uint16 byte ids
-    in `workdir/{train,valid}.npy` (written once)."""
+    """The first `n_bytes` of the TinyStories sample's train and valid files (the shipped samples,
+    even where the full corpus is fetched) as uint16 byte ids in `workdir/{train,valid}.npy`
+    (written once)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     paths = []
     for split in ("train", "valid"):
         out = workdir / f"{split}.npy"
         if not out.exists():
-            raw = corpus_path("tinystories", split).read_bytes()[:n_bytes]
+            with open(sample_path(CORPORA["tinystories"].samples[split]), "rb") as f:
+                raw = f.read(n_bytes)
             np.save(out, np.frombuffer(raw, dtype=np.uint8).astype(np.uint16))
         paths.append(out)
     return paths[0], paths[1]
