@@ -38,9 +38,11 @@ notebooks: setup
 	$(TEST_ENV) $(PY) -m pytest notebooks --nbval -p no:cacheprovider
 
 # JupyterLab on notebooks/ with the project's environment and kernel ("python3" of .venv).
+# LAB_ARGS passes options on (e.g. LAB_ARGS="--no-browser --port 8889"); root needs --allow-root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
 	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[notebooks]'
-	$(PY) -m jupyter lab --notebook-dir=notebooks
+	$(PY) -m jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 # --- experiments: sweeps, figures, write-up -----------------------------------------------------
 # `make reproduce` reruns the experiments of notebooks 06, 08 and 09 and redraws their figures:
