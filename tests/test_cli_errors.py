@@ -57,6 +57,13 @@ def world(tmp_path_factory, data_dir) -> Path:
     (trunc / "checkpoints" / "step_0000005.pt").write_bytes(ckpt[: len(ckpt) // 2])
     (w / "tokens.npy").parent.mkdir(exist_ok=True)
     np.save(w / "tokens.npy", np.arange(400, dtype=np.uint16) % 256)
+    # token files cut short: to nothing, inside the data, inside the header; and raw ids cut mid-id
+    tokens = (w / "tokens.npy").read_bytes()
+    (w / "empty.npy").write_bytes(b"")
+    (w / "cut_tokens.npy").write_bytes(tokens[: len(tokens) // 2])
+    (w / "cut_header.npy").write_bytes(tokens[:40])
+    (w / "text.npy").write_text(TEXT)
+    (w / "odd.bin").write_bytes(tokens[128:][:301])
     (w / "train.toml").write_text(
         'name = "t"\nmax_steps = 2\nbatch_size = 2\ndevice = "cpu"\n'
         "[model]\nvocab_size = 257\ncontext_length = 8\nd_model = 16\nnum_layers = 1\nnum_heads = 2\nd_ff = 32\n"
@@ -111,6 +118,12 @@ CASES = [
     ("train-wrong-type", "train --config {w}/train.toml --set model.d_model=wide", "model.d_model"),
     ("train-not-key-value", "train --config {w}/train.toml --set lr", "key=value"),
     ("train-missing-tokens", "train --config {w}/train.toml --set data.train={w}/nope.npy --run-dir {w}/r", "not found"),
+    ("train-empty-tokens", "train --config {w}/train.toml --set data.train={w}/empty.npy --run-dir {w}/r", "empty.npy is empty"),
+    ("train-truncated-tokens", "train --config {w}/train.toml --set data.train={w}/cut_tokens.npy --run-dir {w}/r", "cut_tokens.npy is truncated"),
+    ("train-truncated-token-header", "train --config {w}/train.toml --set data.train={w}/cut_header.npy --run-dir {w}/r", "cut_header.npy is truncated"),
+    ("train-truncated-valid-tokens", "train --config {w}/train.toml --set data.valid={w}/cut_tokens.npy --run-dir {w}/r", "cut_tokens.npy is truncated"),
+    ("train-text-as-tokens", "train --config {w}/train.toml --set data.train={w}/text.npy --run-dir {w}/r", "text.npy is not a .npy token file"),
+    ("train-raw-tokens-cut-mid-id", "train --config {w}/train.toml --set data.train={w}/odd.bin --set data.dtype=uint16 --run-dir {w}/r", "odd.bin is truncated"),
     ("train-ids-beyond-vocab", "train --config {w}/train.toml --set model.vocab_size=100 --run-dir {w}/r --no-progress", "vocab_size"),
     ("train-run-dir-is-file", "train --config {w}/train.toml --run-dir {w}/text.txt --no-progress", "run directory"),
     ("train-bad-device", "train --config {w}/train.toml --set device=tpu9 --run-dir {w}/r --no-progress", "device"),
