@@ -47,14 +47,16 @@ def world(tmp_path_factory, data_dir) -> Path:
     np.save(w / "ids.npy", np.arange(50, dtype=np.uint16))
     (w / "hf").mkdir()
     (w / "hf" / "config.json").write_text('{"earlier": true}\n')
-    # a training run, and one whose only checkpoint was cut short
+    # a training run, one whose only checkpoint was cut short, and one whose newest was
     run = make_run(w / "run", data_dir, steps=(5,))
-    trunc = w / "trunc_run"
-    (trunc / "checkpoints").mkdir(parents=True)
-    for name in ("config.json", "vocab.json", "merges.txt"):
-        (trunc / name).write_bytes((run / name).read_bytes())
-    ckpt = next((run / "checkpoints").glob("*.pt")).read_bytes()
-    (trunc / "checkpoints" / "step_0000005.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    ckpt = (run / "checkpoints" / "step_0000005.pt").read_bytes()
+    for trunc in (w / "trunc_run", w / "trunc_newest_run"):
+        (trunc / "checkpoints").mkdir(parents=True)
+        for name in ("config.json", "vocab.json", "merges.txt"):
+            (trunc / name).write_bytes((run / name).read_bytes())
+    (w / "trunc_run" / "checkpoints" / "step_0000005.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    (w / "trunc_newest_run" / "checkpoints" / "step_0000005.pt").write_bytes(ckpt)
+    (w / "trunc_newest_run" / "checkpoints" / "step_0000010.pt").write_bytes(ckpt[: len(ckpt) // 2])
     (w / "tokens.npy").parent.mkdir(exist_ok=True)
     np.save(w / "tokens.npy", np.arange(400, dtype=np.uint16) % 256)
     # token files cut short: to nothing, inside the data, inside the header; and raw ids cut mid-id
@@ -130,7 +132,8 @@ CASES = [
     # generate
     ("gen-missing-run", "generate --run {w}/nope --prompt hi", "not found"),
     ("gen-run-without-checkpoints", "generate --run {w}/adir --tokenizer " + TOK + " --prompt hi", "checkpoint"),
-    ("gen-truncated-checkpoint", "generate --run {w}/trunc_run --prompt hi", "truncated"),
+    ("gen-truncated-checkpoint", "generate --run {w}/trunc_run --prompt hi", "step_0000005.pt: the file is truncated"),
+    ("gen-truncated-newest-checkpoint", "generate --run {w}/trunc_newest_run --prompt hi", "step_0000010.pt: the file is truncated"),
     ("gen-not-a-checkpoint", "generate --checkpoint {w}/text.txt --tokenizer " + TOK + " --config {w}/run/config.json --prompt hi", "checkpoint"),
     ("gen-bare-checkpoint-no-tokenizer", "generate --checkpoint {w}/run/checkpoints/step_0000005.pt --prompt hi", "--tokenizer"),
     ("gen-corrupt-vocab", "generate --run " + RUN + " --tokenizer {w}/bad_vocab --prompt hi", "vocab"),
@@ -140,7 +143,8 @@ CASES = [
     # export
     ("export-unknown-format", "export --run " + RUN + " --to gguf {w}/o", "format"),
     ("export-out-is-file", "export --run " + RUN + " --to hf {w}/text.txt", "is a file"),
-    ("export-truncated-keeps-old-export", "export --run {w}/trunc_run --to hf {w}/hf", "truncated"),
+    ("export-truncated-keeps-old-export", "export --run {w}/trunc_run --to hf {w}/hf", "step_0000005.pt: the file is truncated"),
+    ("export-truncated-newest-checkpoint", "export --run {w}/trunc_newest_run --to hf {w}/o", "step_0000010.pt: the file is truncated"),
     ("export-missing-run", "export --run {w}/nope --to hf {w}/o", "not found"),
     # sweep
     ("sweep-missing-file", "sweep {w}/nope.toml --dry-run", "nope.toml"),
