@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping  # noqa: E402
 from cs336.training.config import TrainConfig, load_config  # noqa: E402
+from cs336.training.data import load_tokens  # noqa: E402
 from cs336.training.runlog import read_log  # noqa: E402
 from cs336.training.trainer import _autocast, build_model, resolve_device, train  # noqa: E402
 
@@ -114,7 +115,7 @@ def main() -> None:
     over = [f"data.train={work / 'tokens.npy'}", "data.valid=", "eval_interval=0", "eval_batches=0",
             "checkpoint_interval=0", "log_interval=1", "max_steps=1", *args.overrides]
     cfg = load_config(args.config, over)
-    data = np.load(work / "tokens.npy", mmap_mode="r")
+    data = load_tokens(work / "tokens.npy")
     device = resolve_device(cfg.device)
     print(f"device {device} ({torch.get_num_threads()} threads), model d_model={cfg.model.d_model} layers={cfg.model.num_layers} "
           f"vocab={cfg.model.vocab_size}, batch {cfg.batch_size}×{cfg.model.context_length}, dtype {cfg.dtype}, compile {cfg.compile}")

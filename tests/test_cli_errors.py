@@ -47,16 +47,25 @@ def world(tmp_path_factory, data_dir) -> Path:
     np.save(w / "ids.npy", np.arange(50, dtype=np.uint16))
     (w / "hf").mkdir()
     (w / "hf" / "config.json").write_text('{"earlier": true}\n')
-    # a training run, and one whose only checkpoint was cut short
+    # a training run, one whose only checkpoint was cut short, and one whose newest was
     run = make_run(w / "run", data_dir, steps=(5,))
-    trunc = w / "trunc_run"
-    (trunc / "checkpoints").mkdir(parents=True)
-    for name in ("config.json", "vocab.json", "merges.txt"):
-        (trunc / name).write_bytes((run / name).read_bytes())
-    ckpt = next((run / "checkpoints").glob("*.pt")).read_bytes()
-    (trunc / "checkpoints" / "step_0000005.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    ckpt = (run / "checkpoints" / "step_0000005.pt").read_bytes()
+    for trunc in (w / "trunc_run", w / "trunc_newest_run"):
+        (trunc / "checkpoints").mkdir(parents=True)
+        for name in ("config.json", "vocab.json", "merges.txt"):
+            (trunc / name).write_bytes((run / name).read_bytes())
+    (w / "trunc_run" / "checkpoints" / "step_0000005.pt").write_bytes(ckpt[: len(ckpt) // 2])
+    (w / "trunc_newest_run" / "checkpoints" / "step_0000005.pt").write_bytes(ckpt)
+    (w / "trunc_newest_run" / "checkpoints" / "step_0000010.pt").write_bytes(ckpt[: len(ckpt) // 2])
     (w / "tokens.npy").parent.mkdir(exist_ok=True)
     np.save(w / "tokens.npy", np.arange(400, dtype=np.uint16) % 256)
+    # token files cut short: to nothing, inside the data, inside the header; and raw ids cut mid-id
+    tokens = (w / "tokens.npy").read_bytes()
+    (w / "empty.npy").write_bytes(b"")
+    (w / "cut_tokens.npy").write_bytes(tokens[: len(tokens) // 2])
+    (w / "cut_header.npy").write_bytes(tokens[:40])
+    (w / "text.npy").write_text(TEXT)
+    (w / "odd.bin").write_bytes(tokens[128:][:301])
     (w / "train.toml").write_text(
         'name = "t"\nmax_steps = 2\nbatch_size = 2\ndevice = "cpu"\n'
         "[model]\nvocab_size = 257\ncontext_length = 8\nd_model = 16\nnum_layers = 1\nnum_heads = 2\nd_ff = 32\n"
@@ -111,13 +120,20 @@ CASES = [
     ("train-wrong-type", "train --config {w}/train.toml --set model.d_model=wide", "model.d_model"),
     ("train-not-key-value", "train --config {w}/train.toml --set lr", "key=value"),
     ("train-missing-tokens", "train --config {w}/train.toml --set data.train={w}/nope.npy --run-dir {w}/r", "not found"),
+    ("train-empty-tokens", "train --config {w}/train.toml --set data.train={w}/empty.npy --run-dir {w}/r", "empty.npy is empty"),
+    ("train-truncated-tokens", "train --config {w}/train.toml --set data.train={w}/cut_tokens.npy --run-dir {w}/r", "cut_tokens.npy is truncated"),
+    ("train-truncated-token-header", "train --config {w}/train.toml --set data.train={w}/cut_header.npy --run-dir {w}/r", "cut_header.npy is truncated"),
+    ("train-truncated-valid-tokens", "train --config {w}/train.toml --set data.valid={w}/cut_tokens.npy --run-dir {w}/r", "cut_tokens.npy is truncated"),
+    ("train-text-as-tokens", "train --config {w}/train.toml --set data.train={w}/text.npy --run-dir {w}/r", "text.npy is not a .npy token file"),
+    ("train-raw-tokens-cut-mid-id", "train --config {w}/train.toml --set data.train={w}/odd.bin --set data.dtype=uint16 --run-dir {w}/r", "odd.bin is truncated"),
     ("train-ids-beyond-vocab", "train --config {w}/train.toml --set model.vocab_size=100 --run-dir {w}/r --no-progress", "vocab_size"),
     ("train-run-dir-is-file", "train --config {w}/train.toml --run-dir {w}/text.txt --no-progress", "run directory"),
     ("train-bad-device", "train --config {w}/train.toml --set device=tpu9 --run-dir {w}/r --no-progress", "device"),
     # generate
     ("gen-missing-run", "generate --run {w}/nope --prompt hi", "not found"),
     ("gen-run-without-checkpoints", "generate --run {w}/adir --tokenizer " + TOK + " --prompt hi", "checkpoint"),
-    ("gen-truncated-checkpoint", "generate --run {w}/trunc_run --prompt hi", "truncated"),
+    ("gen-truncated-checkpoint", "generate --run {w}/trunc_run --prompt hi", "step_0000005.pt: the file is truncated"),
+    ("gen-truncated-newest-checkpoint", "generate --run {w}/trunc_newest_run --prompt hi", "step_0000010.pt: the file is truncated"),
     ("gen-not-a-checkpoint", "generate --checkpoint {w}/text.txt --tokenizer " + TOK + " --config {w}/run/config.json --prompt hi", "checkpoint"),
     ("gen-bare-checkpoint-no-tokenizer", "generate --checkpoint {w}/run/checkpoints/step_0000005.pt --prompt hi", "--tokenizer"),
     ("gen-corrupt-vocab", "generate --run " + RUN + " --tokenizer {w}/bad_vocab --prompt hi", "vocab"),
@@ -127,7 +143,8 @@ CASES = [
     # export
     ("export-unknown-format", "export --run " + RUN + " --to gguf {w}/o", "format"),
     ("export-out-is-file", "export --run " + RUN + " --to hf {w}/text.txt", "is a file"),
-    ("export-truncated-keeps-old-export", "export --run {w}/trunc_run --to hf {w}/hf", "truncated"),
+    ("export-truncated-keeps-old-export", "export --run {w}/trunc_run --to hf {w}/hf", "step_0000005.pt: the file is truncated"),
+    ("export-truncated-newest-checkpoint", "export --run {w}/trunc_newest_run --to hf {w}/o", "step_0000010.pt: the file is truncated"),
     ("export-missing-run", "export --run {w}/nope --to hf {w}/o", "not found"),
     # sweep
     ("sweep-missing-file", "sweep {w}/nope.toml --dry-run", "nope.toml"),

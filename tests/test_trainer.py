@@ -224,14 +224,64 @@ def test_a_run_directory_that_cannot_be_created_is_a_clear_error(tokens, tmp_pat
         train(tiny_config(*tokens, tmp_path / "afile" / "run", max_steps=2), progress=False)
 
 
-def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tokens, tmp_path, capsys):
+def cut_in_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_and_is_written_again(tokens, tmp_path, capsys):
     cfg = tiny_config(*tokens, tmp_path / "run", max_steps=8, eval_batches=0)
     train(cfg, progress=False)
     reference = losses(tmp_path / "run")
-    (tmp_path / "run" / "checkpoints" / "step_0000008.pt").write_bytes(b"torn")
-    train(cfg, progress=False)
-    assert "skipping" in capsys.readouterr().err
+    final = tmp_path / "run" / "checkpoints" / "step_0000008.pt"
+    reference_weights = read_checkpoint(final)["model"]
+    cut_in_half(final)
+    capsys.readouterr()
+    assert train(cfg, progress=False)["step"] == 8
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: cannot read checkpoint {final}: the file is truncated")
+    assert warnings[0].endswith("resuming from step_0000004.pt, the newest readable checkpoint")
     assert losses(tmp_path / "run") == reference  # steps 5-8 redone from step 4, identically
+    assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_0000004.pt", "step_0000008.pt"]
+    weights = read_checkpoint(final)["model"]  # the final checkpoint is whole again, and the same
+    assert all(torch.equal(weights[k], v) for k, v in reference_weights.items())
+
+
+def test_a_rerun_ending_before_an_unreadable_checkpoint_leaves_its_own_as_the_newest(tokens, tmp_path):
+    """A run that now ends earlier (as a wall-clock run may) replaces the unreadable checkpoint of a
+    later step with its own, and keeps its own even when it keeps only one."""
+    train(tiny_config(*tokens, tmp_path / "run", max_steps=8, eval_batches=0), progress=False)
+    cut_in_half(tmp_path / "run" / "checkpoints" / "step_0000008.pt")
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=6, eval_batches=0, keep_checkpoints=1)
+    assert train(cfg, progress=False)["step"] == 6
+    assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_0000006.pt"]
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000006.pt")["iteration"] == 6
+
+
+def test_a_run_with_a_cut_final_checkpoint_is_an_error_until_a_rerun_writes_it_again(tokens, tmp_path, capsys):
+    """generate and export name the unreadable checkpoint; rerunning train repairs the run."""
+    from cs336.tokenization.files import save_vocab_merges
+
+    run = tmp_path / "run"
+    cfg = tiny_config(*tokens, run, max_steps=8, eval_batches=0, model={"vocab_size": 257})
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    train_cmd = ["train", "--config", str(tmp_path / "c.json"), "--no-progress"]
+    generate = ["generate", "--run", str(run), "--prompt", "Once", "--max-new-tokens", "2"]
+    export = ["export", "--run", str(run), "--to", "hf", str(tmp_path / "hf")]
+    assert main(train_cmd) == 0
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"<|endoftext|>"}  # the byte ids' tokenizer
+    save_vocab_merges(vocab, [], run / "vocab.json", run / "merges.txt")
+    final = run / "checkpoints" / "step_0000008.pt"
+    cut_in_half(final)
+    capsys.readouterr()
+    for cmd in (generate, export):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"error: cannot read checkpoint {final}: the file is truncated or corrupt (incomplete zip archive)"]
+    assert not (tmp_path / "hf").exists()
+    assert main(train_cmd) == 0
+    assert capsys.readouterr().err.count("warning: ") == 1
+    assert read_checkpoint(final)["iteration"] == 8
+    assert main(generate) == 0 and main(export) == 0
 
 
 def test_token_ids_beyond_the_vocabulary_are_found_before_training(tokens, tmp_path):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
+from cs336.training.data import load_tokens
 from cs336.training.optim import SGD
 
 
@@ -281,6 +282,16 @@ def test_get_batch_starts_are_uniform(token_file):
     # 49 degrees of freedom: P(chi2 > 100) ≈ 2e-5 under uniformity; a start range off by one
     # (never sampling the last start, or sampling n − L) gives chi2 > 400.
     assert chi2 < 100
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_load_tokens_maps_npy_and_raw_files_exactly(tmp_path, version):
+    ids = np.arange(70_000, dtype=np.uint32)
+    with open(tmp_path / "ids.npy", "wb") as f:
+        np.lib.format.write_array(f, ids, version=version)
+    ids.tofile(tmp_path / "ids.bin")
+    for got in (load_tokens(tmp_path / "ids.npy"), load_tokens(tmp_path / "ids.bin", "uint32")):
+        assert isinstance(got, np.memmap) and got.dtype == np.uint32 and np.array_equal(got, ids)
 
 
 @pytest.mark.parametrize("device", ["not-a-device", "cuda:99"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from numpy.lib import format as npy_format
 
 from cs336.errors import CS336Error
 
@@ -34,16 +35,46 @@ def get_batch(dataset: npt.NDArray, batch_size: int, context_length: int, device
 
 
 def load_tokens(path: str | Path, dtype: str | np.dtype | None = None) -> np.memmap:
-    """Open a token file written by `cs336 encode` (`.npy`, or raw with an explicit dtype) as a memmap."""
+    """Open a token file written by `cs336 encode` (`.npy`, or raw with an explicit dtype) as a memmap.
+
+    The file's size is checked against what its header (or dtype) promises before it is mapped, so
+    an empty, truncated or foreign file is a `CS336Error` naming it."""
     path = Path(path)
     if not path.exists():
         raise CS336Error(f"token file not found: {path}")
+    if not path.is_file():
+        raise CS336Error(f"token file {path} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CS336Error(f"token file {path} is empty (0 bytes)")
     if path.suffix == ".npy":
-        arr = np.load(path, mmap_mode="r")
+        dtype, shape, offset = _npy_layout(path)
     else:
         if dtype is None:
             raise CS336Error(f"{path} is a raw token file: give its dtype (uint16 or uint32)")
-        arr = np.memmap(path, dtype=dtype, mode="r")
-    if arr.ndim != 1 or arr.dtype.kind != "u":
-        raise CS336Error(f"{path} is not a 1-D unsigned token array (got {arr.dtype}, shape {arr.shape})")
-    return arr
+        dtype, offset = np.dtype(dtype), 0
+        if size % dtype.itemsize:
+            raise CS336Error(f"{path} is truncated or not {dtype}: {size} bytes is not a whole number of {dtype.itemsize}-byte ids")
+        shape = (size // dtype.itemsize,)
+    if len(shape) != 1 or dtype.kind != "u":
+        raise CS336Error(f"{path} is not a 1-D unsigned token array (got {dtype}, shape {shape})")
+    need = offset + shape[0] * dtype.itemsize
+    if size < need:
+        raise CS336Error(f"{path} is truncated: its header promises {shape[0]:,} tokens ({need:,} bytes) but the file has {size:,} bytes")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def _npy_layout(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The dtype, shape and data offset a `.npy` header declares, read without touching the data."""
+    read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    with open(path, "rb") as f:
+        try:
+            version = npy_format.read_magic(f)
+            if version not in read_header:
+                raise CS336Error(f"{path} has .npy format version {version[0]}.{version[1]}; token files are 1.0 or 2.0")
+            shape, _, dtype = read_header[version](f)
+        except ValueError as e:
+            if str(e).startswith("EOF"):  # numpy's word for a file that ends inside the header
+                raise CS336Error(f"{path} is truncated: the file ends inside its .npy header") from None
+            raise CS336Error(f"{path} is not a .npy token file: {e}") from None
+        return dtype, shape, f.tell()

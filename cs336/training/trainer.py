@@ -236,12 +236,12 @@ class _Trainer:
 
     # --- resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
+        unreadable = []
         for path in reversed(checkpoint_paths(self.run_dir)):
             try:
                 payload = read_checkpoint(path)
-            except CS336Error as e:  # an unreadable file (e.g. copied half-way): fall back to the previous
-                if self.dist.is_main:
-                    print(f"warning: skipping {e}", file=sys.stderr)
+            except CS336Error as e:  # an unreadable file (e.g. cut short): fall back to the previous
+                unreadable.append(str(e))
                 continue
             extra = payload["extra"]
             saved = TrainConfig.from_dict(extra["config"])
@@ -260,11 +260,22 @@ class _Trainer:
             self.state.rng.bit_generator.state = extra["rng"]
             torch.set_rng_state(extra["torch_rng"])
             self.resumed_from = path
-            return
+            break
+        if unreadable and self.dist.is_main:
+            start = (f"resuming from {self.resumed_from.name}, the newest readable checkpoint" if self.resumed_from
+                     else "no readable checkpoint left: starting from step 0")
+            print(f"warning: {'; '.join(unreadable)}; {start}", file=sys.stderr)
+
+    def _checkpoint_path(self) -> Path:
+        """Where the checkpoint of the current step goes."""
+        return self.ckpt_dir / f"step_{self.state.step:07d}.pt"
 
     def _checkpoint(self) -> Path | None:
-        """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed."""
-        path = self.ckpt_dir / f"step_{self.state.step:07d}.pt"
+        """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed.
+
+        Checkpoints past this step can only be unreadable ones that resuming skipped (one of this
+        very step is replaced): their steps are being redone, so they go too."""
+        path = self._checkpoint_path()
         error = None
         if self.dist.is_main:
             extra = {
@@ -279,7 +290,9 @@ class _Trainer:
             try:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 write_checkpoint_atomic(path, self.model, self.optimizer, self.state.step, extra)
-                for old in checkpoint_paths(self.run_dir)[: -self.cfg.keep_checkpoints]:
+                paths = checkpoint_paths(self.run_dir)
+                done, redone = paths[: paths.index(path) + 1], paths[paths.index(path) + 1 :]
+                for old in done[: -self.cfg.keep_checkpoints] + redone:
                     old.unlink(missing_ok=True)
             except CS336Error as e:
                 error = str(e)
@@ -501,7 +514,7 @@ class _Trainer:
             if status == "finished":
                 if last_eval_step != s.step:
                     run_eval()
-                if not checkpoint_paths(self.run_dir) or checkpoint_paths(self.run_dir)[-1].name != f"step_{s.step:07d}.pt":
+                if self.resumed_from != self._checkpoint_path():  # else the final one is there, and readable
                     self._checkpoint()
                 s.wall_s = self._clock(t_origin)
         except KeyboardInterrupt:
