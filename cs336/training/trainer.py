@@ -232,6 +232,7 @@ class _Trainer:
 
         self.state = _State(0, 0.0, 0, np.random.default_rng(cfg.seed), None)
         self.resumed_from: Path | None = None
+        self.last_written: Path | None = None  # the checkpoint this process wrote last
         self._resume()
 
     # --- resume -------------------------------------------------------------------------------
@@ -301,6 +302,7 @@ class _Trainer:
         error = distributed.broadcast_object(error, self.dist)
         if error:
             raise CS336Error(error)
+        self.last_written = path
         return path
 
     # --- schedule -----------------------------------------------------------------------------
@@ -514,7 +516,7 @@ class _Trainer:
             if status == "finished":
                 if last_eval_step != s.step:
                     run_eval()
-                if self.resumed_from != self._checkpoint_path():  # else the final one is there, and readable
+                if self._checkpoint_path() not in (self.resumed_from, self.last_written):  # else it is there, readable
                     self._checkpoint()
                 s.wall_s = self._clock(t_origin)
         except KeyboardInterrupt:
