@@ -30,17 +30,19 @@ NO_STAMPS = {
 SVG_HASHSALT = "cs336"  # fixed seed for SVG element ids
 
 
-def save_figure(fig, path: str | os.PathLike, *, dpi: float | None = None, close: bool = False) -> Path:
+def save_figure(fig, path: str | os.PathLike, *, dpi: float | None = None, svg: bool = False, close: bool = False) -> Path:
     """Write `fig` to `path` (PNG, SVG or PDF, from the suffix) without timestamps or version
-    stamps; return the path. `dpi` defaults to the `savefig.dpi` setting. `close=True` also frees the figure (in a notebook it would then not
-    be shown below the cell)."""
+    stamps; return the path. `dpi` defaults to the `savefig.dpi` setting; `svg=True` also writes
+    the same figure beside it as `.svg`. `close=True` also frees the figure (in a notebook it would
+    then not be shown below the cell). Where to put figures: `cs336.paths.figures_dir()`."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in NO_STAMPS:
-        raise CS336Error(f"cannot save a figure as {path.name}: use .png, .svg or .pdf")
-    output_file(path, "figure")
-    with plt.rc_context({"svg.hashsalt": SVG_HASHSALT}):
-        fig.savefig(path, metadata=NO_STAMPS[fmt], **({} if dpi is None else {"dpi": dpi}))
+    for target in [path, path.with_suffix(".svg")] if svg and path.suffix != ".svg" else [path]:
+        fmt = target.suffix.lstrip(".").lower()
+        if fmt not in NO_STAMPS:
+            raise CS336Error(f"cannot save a figure as {target.name}: use .png, .svg or .pdf")
+        output_file(target, "figure")
+        with plt.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+            fig.savefig(target, metadata=NO_STAMPS[fmt], **({} if dpi is None else {"dpi": dpi}))
     if close:
         plt.close(fig)
     return path

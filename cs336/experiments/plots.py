@@ -4,8 +4,7 @@ Every figure carries a footer naming its scale, configuration and hardware. `mak
 `make_figures()`, which rebuilds each figure in `FIGURES` from the committed logs in `results/` and
 writes `figures/<name>.png` and `.svg`; the notebooks call the same functions.
 
->>> fig = figure_lr_sweep("results")          # doctest: +SKIP
->>> save_figure(fig, "06_lr_sweep")           # doctest: +SKIP
+>>> draw("06_lr_sweep")   # figures/06_lr_sweep.png and .svg from results/lr_cpu  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ import pandas as pd
 
 from cs336.errors import CS336Error
 from cs336.experiments.runs import load_runs, summarize_runs, sweep_info
+from cs336.figures import save_figure
+from cs336.paths import RESULTS_DIR, figures_dir
 
 # The configuration keys the figures read (the training config's dotted names).
 LR = "optim.lr"
@@ -253,29 +254,25 @@ FIGURES: dict[str, tuple[Callable, str]] = {
 }
 
 
-def save_figure(fig, name: str, out_dir: str | Path = "figures", *, svg: bool = True) -> list[Path]:
-    """Write `<out_dir>/<name>.png` (and `.svg`) without timestamps, so rebuilding is byte-stable."""
-    from cs336.figures import save_figure as save_one
-
-    out = Path(out_dir)
-    paths = [save_one(fig, out / f"{name}.png")]
-    if svg:
-        with style():
-            paths.append(save_one(fig, out / f"{name}.svg"))
-    plt.close(fig)
-    return paths
+def draw(name: str, results: str | Path = RESULTS_DIR, out_dir: str | Path | None = None) -> Path:
+    """Build figure `name` (a key of `FIGURES`) from the logs under `results` and write it as
+    `<out_dir>/<name>.png` and `.svg` (default out_dir: `figures_dir()`); return the PNG's path."""
+    build, folder = FIGURES[name]
+    with style():  # tick labels and sizes are settled when the figure is drawn, i.e. saved
+        return save_figure(build(Path(results) / folder), Path(out_dir or figures_dir()) / f"{name}.png", svg=True, close=True)
 
 
-def make_figures(results: str | Path = "results", out_dir: str | Path = "figures", *, log=print) -> list[Path]:
-    """Rebuild every figure whose results exist; say which were skipped and why."""
+def make_figures(results: str | Path = RESULTS_DIR, out_dir: str | Path | None = None, *, log=print) -> list[Path]:
+    """Rebuild every figure whose results exist (see `draw`); say which were skipped and why.
+    Return the paths written."""
     written = []
-    for name, (build, folder) in FIGURES.items():
-        root = Path(results) / folder
-        if not root.is_dir():
-            log(f"skip {name}: no results in {root}")
+    for name, (_, folder) in FIGURES.items():
+        if not (Path(results) / folder).is_dir():
+            log(f"skip {name}: no results in {Path(results) / folder}")
             continue
-        written += save_figure(build(root), name, out_dir)
-        log(f"wrote {out_dir}/{name}.png, .svg")
+        png = draw(name, results, out_dir)
+        written += [png, png.with_suffix(".svg")]
+        log(f"wrote {png}, .svg")
     return written
 
 
