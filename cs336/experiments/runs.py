@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from cs336.errors import CS336Error
+from cs336.training.runlog import read_log
 
 LOG, CONFIG, SUMMARY, SWEEP = "log.jsonl", "config.json", "summary.json", "sweep.json"
 # A run is over when its summary says so; anything else (no summary, "running", "interrupted") is
@@ -49,23 +50,6 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CS336Error(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a `log.jsonl`. A last line cut short (a run killed mid-write) is dropped; a bad
-    line anywhere else is an error. `NaN`/`Infinity` (a diverged loss) are read as floats."""
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise CS336Error(f"{path}:{i + 1} is not a JSON record") from None
-    return records
-
-
 def run_status(run_dir: Path) -> str:
     """`summary.json`'s status, or "running" for a run without one (in progress or interrupted)."""
     summary = run_dir / SUMMARY
@@ -93,7 +77,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     frames = []
     for run_dir in find_runs(root):
         config = flatten(read_json(run_dir / CONFIG)) if (run_dir / CONFIG).exists() else {}
-        records = read_log(run_dir / LOG) if (run_dir / LOG).exists() else []
+        records = read_log(run_dir / LOG)
         rows = pd.DataFrame.from_records(records or [{}])
         rows.insert(0, "kind", ["eval" if "val_loss" in r else "train" for r in records] or [None])
         rows.insert(0, "status", run_status(run_dir))
