@@ -166,7 +166,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_encode(args: argparse.Namespace) -> int:
-    from cs336.tokenization.encode_file import encode_file, load_tokenizer
+    from cs336.tokenization.encode_file import encode_file
+    from cs336.tokenization.tokenizer import load_tokenizer
 
     if args.workers is not None and args.workers < 1:
         raise CS336Error(f"--workers must be at least 1, got {args.workers}")

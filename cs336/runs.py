@@ -1,10 +1,10 @@
 """Load a trained model and its tokenizer, for decoding and export.
 
 A run directory (written by `cs336 train`, see `cs336.training.trainer`) holds `config.json` and
-`checkpoints/step_XXXXXXX.pt`; the tokenizer that encoded its data is kept beside it as
-`vocab.json` + `merges.txt` (GPT-2 format), or named with `tokenizer=`. A bare checkpoint works
-too: its config comes from `config=` (a TOML config or a run's config.json), else from the
-checkpoint itself, else from the run directory it sits in.
+`checkpoints/step_XXXXXXX.pt`; the tokenizer that encoded its data is kept in it or beside its
+training tokens as `vocab.json` + `merges.txt` (GPT-2 format), or named with `tokenizer=`. A bare
+checkpoint works too: its config comes from `config=` (a TOML config or a run's config.json), else
+from the checkpoint itself, else from the run directory it sits in.
 
 >>> model, tokenizer = load_run("runs/demo")  # doctest: +SKIP
 """
@@ -16,12 +16,13 @@ from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
+from cs336.tokenization.tokenizer import Tokenizer, load_tokenizer
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import load_config, resolve_path
 from cs336.training.trainer import build_model, load_run_model, resolve_device
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
-VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 
 
 def load_model(
@@ -46,34 +47,24 @@ def load_model(
     return model.eval()
 
 
-def load_tokenizer(directory: str | os.PathLike, special_tokens=DEFAULT_SPECIAL_TOKENS):
-    """The Tokenizer saved as `vocab.json` + `merges.txt` in `directory` (a run directory or a
-    tokenizer directory), with `<|endoftext|>` as its special token."""
-    from cs336.tokenization.encode_file import load_tokenizer as load_tokenizer_dir
-
-    directory = Path(directory)
-    if directory.is_dir() and not ((directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file()):
-        raise CS336Error(f"no tokenizer ({VOCAB_FILE}, {MERGES_FILE}) in {directory}: pass --tokenizer DIR")
-    return load_tokenizer_dir(directory, special_tokens=list(special_tokens))
-
-
 def run_tokenizer_dir(run: str | os.PathLike) -> Path:
     """Where a run's tokenizer is: saved in the run directory (as the demo does), else beside the
     run's training tokens, where `cs336 train-bpe --out DIR` and `cs336 encode --out DIR/x.npy`
-    leave it. Falls back to the run directory, whose absence `load_tokenizer` then reports."""
+    leave it."""
     run = Path(run)
-    if (run / VOCAB_FILE).is_file() or not (run / "config.json").is_file():
-        return run
-    try:
-        beside_data = resolve_path(load_config(run / "config.json").data.train).parent
-    except CS336Error:
-        return run
-    if (beside_data / VOCAB_FILE).is_file() and (beside_data / MERGES_FILE).is_file():
-        return beside_data
-    return run
+    candidates = [run]
+    if (run / "config.json").is_file():
+        try:
+            candidates.append(resolve_path(load_config(run / "config.json").data.train).parent)
+        except CS336Error:
+            pass
+    for d in candidates:
+        if (d / VOCAB_FILE).is_file() and (d / MERGES_FILE).is_file():
+            return d
+    raise CS336Error(f"no tokenizer ({VOCAB_FILE}, {MERGES_FILE}) in {run} or beside its training data: pass --tokenizer DIR")
 
 
-def check_vocab_match(model: TransformerLM, tokenizer) -> None:
+def check_vocab_match(model: TransformerLM, tokenizer: Tokenizer) -> None:
     """A tokenizer and a model belong together only if they agree on the vocabulary size."""
     n = len(tokenizer.vocab)
     if n != model.vocab_size:
@@ -87,8 +78,9 @@ def load_run(
     tokenizer: str | os.PathLike | None = None,
     config: str | os.PathLike | None = None,
     device="cpu",
-):
-    """(model, tokenizer) of a run directory, or of a checkpoint and a tokenizer directory."""
+) -> tuple[TransformerLM, Tokenizer]:
+    """(model, tokenizer) of a run directory, or of a checkpoint and a tokenizer directory. The
+    tokenizer treats `<|endoftext|>` as its special token."""
     if (run is None) == (checkpoint is None):
         raise CS336Error("give either a run directory or a checkpoint")
     if run is not None and not Path(run).is_dir():
@@ -96,6 +88,7 @@ def load_run(
     if checkpoint is not None and tokenizer is None:
         raise CS336Error("a bare checkpoint needs its tokenizer directory (--tokenizer DIR)")
     model = load_model(run if run is not None else checkpoint, config=config, device=device)
-    tok = load_tokenizer(tokenizer if tokenizer is not None else run_tokenizer_dir(run))
+    tok_dir = tokenizer if tokenizer is not None else run_tokenizer_dir(run)
+    tok = load_tokenizer(tok_dir, special_tokens=list(DEFAULT_SPECIAL_TOKENS))
     check_vocab_match(model, tok)
     return model, tok
