@@ -2,7 +2,7 @@
 
     runs/<name>/
       config.json      the run's resolved config (`TrainConfig.to_dict`), which tools read
-      config.toml      the same as TOML
+      config.toml      the same as TOML: `cs336 train --config runs/<name>/config.toml` reruns it
       log.jsonl        training and validation records (`cs336.training.runlog`)
       summary.json     how the run ended: status, final step, losses, wall time
       checkpoints/step_0001000.pt   model + optimizer + what resuming needs (the newest N kept)
@@ -78,7 +78,7 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """`config.json` for tools and `config.toml` for people, both the complete config."""
+    """`config.json` for tools and `config.toml` to rerun from, both the complete config."""
     (run_dir / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (run_dir / CONFIG_TOML).write_text(cfg.to_toml(), encoding="utf-8")
 
