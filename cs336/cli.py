@@ -166,7 +166,8 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_encode(args: argparse.Namespace) -> int:
-    from cs336.tokenization.encode_file import encode_file, load_tokenizer
+    from cs336.tokenization.encode_file import encode_file
+    from cs336.tokenization.tokenizer import load_tokenizer
 
     if args.workers is not None and args.workers < 1:
         raise CS336Error(f"--workers must be at least 1, got {args.workers}")
@@ -191,7 +192,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "torchrun --nproc_per_node 2 -m cs336 train --config configs/owt.toml",
         ),
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="TOML config (e.g. configs/tinystories.toml) or a run's config.json")
+    p.add_argument("--config", required=True, metavar="FILE", help="TOML config (e.g. configs/tinystories.toml), or a run's config.toml to rerun it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-3 (repeatable)")
     p.add_argument("--run-dir", metavar="DIR", help="where the run's logs and checkpoints go (default: runs/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

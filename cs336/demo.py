@@ -46,9 +46,11 @@ def run_demo(
     """Train BPE, encode, train a small LM and sample from it; return a summary dict."""
     from cs336 import Tokenizer, train_bpe
     from cs336.generation import generate
-    from cs336.runs import load_run
+    from cs336.runs import LOG, load_run
     from cs336.tokenization.encode_file import encode_file
+    from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
     from cs336.training.config import load_config
+    from cs336.training.runlog import read_log
     from cs336.training.trainer import train
 
     # A bad --out or --set fails now, before anything is written, not after the BPE.
@@ -74,7 +76,7 @@ def run_demo(
     vocab, merges = train_bpe(train_txt, vocab_size, [EOT], num_workers=2, progress=progress)
     tokenizer = Tokenizer(vocab, merges, [EOT])
     run_dir.mkdir(parents=True)
-    tokenizer.save(run_dir / "vocab.json", run_dir / "merges.txt")
+    tokenizer.save(run_dir / VOCAB_FILE, run_dir / MERGES_FILE)
     times["bpe"] = time.perf_counter() - t
     longest = max((t for t in vocab.values() if t != EOT.encode()), key=len)
     log(f"[2/4] BPE: {len(vocab):,} tokens ({len(merges):,} merges) in {times['bpe']:.1f} s; longest token {longest.decode('utf-8', 'replace')!r}")
@@ -97,9 +99,7 @@ def run_demo(
     times["train"] = time.perf_counter() - t
     if summary["status"] != "finished":
         raise CS336Error(f"demo training ended with status {summary['status']}: {summary['message']}")
-    from cs336.training.runlog import read_log
-
-    evals = [r for r in read_log(run_dir / "log.jsonl") if "val_loss" in r]
+    evals = [r for r in read_log(run_dir / LOG) if "val_loss" in r]
     first_val, last_val = evals[0]["val_loss"], evals[-1]["val_loss"]
     log(f"[4/4] train: {summary['parameters']:,} parameters, {summary['step']:,} steps, {summary['tokens']:,} tokens "
         f"in {times['train']:.0f} s; validation loss {first_val:.3f} → {last_val:.3f} (perplexity {evals[-1]['val_ppl']:.1f})")

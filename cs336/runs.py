@@ -1,27 +1,154 @@
-"""Load a trained model and its tokenizer, for decoding and export.
+"""A run directory: what `cs336 train` writes, and reading it back (its model, tokenizer, status).
 
-A run directory (written by `cs336 train`, see `cs336.training.trainer`) holds `config.json` and
-`checkpoints/step_XXXXXXX.pt`; the tokenizer that encoded its data is kept beside it as
-`vocab.json` + `merges.txt` (GPT-2 format), or named with `tokenizer=`. A bare checkpoint works
-too: its config comes from `config=` (a TOML config or a run's config.json), else from the
-checkpoint itself, else from the run directory it sits in.
+    runs/<name>/
+      config.json      the run's resolved config (`TrainConfig.to_dict`), which tools read
+      config.toml      the same as TOML: `cs336 train --config runs/<name>/config.toml` reruns it
+      log.jsonl        training and validation records (`cs336.training.runlog`)
+      summary.json     how the run ended: status, final step, losses, wall time
+      checkpoints/step_0001000.pt   model + optimizer + what resuming needs (the newest N kept)
+      vocab.json, merges.txt        optional: the tokenizer that encoded its data
 
->>> model, tokenizer = load_run("runs/demo")  # doctest: +SKIP
+This module is the one place that knows these names: the trainer writes through it and the
+generate/export commands, the demo, the sweeps and the notebooks read through it. A run's
+tokenizer is the one saved in the run directory, else the one beside its training tokens, or one
+named with `tokenizer=`. A bare checkpoint works too: its config comes from `config=` (a TOML
+config or a run's config.json), else from the checkpoint itself, else from the run it sits in.
+
+>>> model, tokenizer = load_run("runs/demo/run")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
+from cs336.tokenization.tokenizer import Tokenizer, load_tokenizer
 from cs336.training.checkpoint import read_checkpoint
-from cs336.training.config import load_config, resolve_path
-from cs336.training.trainer import build_model, load_run_model, resolve_device
+from cs336.training.config import ModelConfig, TrainConfig, load_config, resolve_path
 
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
-VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
+CONFIG, CONFIG_TOML, LOG, SUMMARY, CHECKPOINTS = "config.json", "config.toml", "log.jsonl", "summary.json", "checkpoints"
+_CHECKPOINT_RE = re.compile(r"^step_(\d{7,})\.pt$")
+# A run is over when its summary says so; anything else (no summary, "running", "interrupted") is
+# resumable. A diverged run is over too: with its seed fixed, rerunning it diverges again.
+DONE_STATUSES = ("finished", "diverged")
+
+
+# ---------------------------------------------------------------------------------------------
+# the layout
+# ---------------------------------------------------------------------------------------------
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of `step` goes: `checkpoints/step_0001000.pt`."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:07d}.pt"
+
+
+def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    d = Path(run_dir) / CHECKPOINTS
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_runs(root: str | os.PathLike) -> list[Path]:
+    """Every run directory (one holding `log.jsonl` or `config.json`) at or below `root`, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CS336Error(f"no such run folder: {root}")
+    return sorted({p.parent for name in (LOG, CONFIG) for p in root.rglob(name)})
+
+
+# ---------------------------------------------------------------------------------------------
+# its small files
+# ---------------------------------------------------------------------------------------------
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CS336Error(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """`config.json` for tools and `config.toml` to rerun from, both the complete config."""
+    (run_dir / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (run_dir / CONFIG_TOML).write_text(cfg.to_toml(), encoding="utf-8")
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Replace `summary.json` in one step, so a reader never sees half of it."""
+    tmp = run_dir / f".{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / SUMMARY)
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """`summary.json`'s status, or "running" for a run without one (in progress or interrupted)."""
+    summary = Path(run_dir) / SUMMARY
+    return str(read_json(summary).get("status", "unknown")) if summary.exists() else "running"
+
+
+# ---------------------------------------------------------------------------------------------
+# its model and tokenizer
+# ---------------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """"auto" → cuda, else mps, else cpu; an unavailable device is a CS336Error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CS336Error(f"unknown device {name!r}; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CS336Error(f"device={name!r} but CUDA is not available (use device=\"auto\" or \"cpu\")")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CS336Error(f"device={name!r} but MPS is not available (use device=\"auto\" or \"cpu\")")
+    return device
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> TransformerLM:
+    """The `TransformerLM` a `ModelConfig` describes."""
+    return TransformerLM(
+        cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
+        device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
+        tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
+    )
+
+
+def load_run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[TransformerLM, TrainConfig]:
+    """The model of a run directory at its newest (or the given) checkpoint, and the run's config.
+
+    >>> model, cfg = load_run_model("runs/demo/run")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    if checkpoint is None:
+        paths = checkpoint_paths(run_dir)
+        if not paths:
+            raise CS336Error(f"no checkpoints in {run_dir / CHECKPOINTS}")
+        checkpoint = paths[-1]
+    payload = read_checkpoint(checkpoint)
+    saved = payload["extra"].get("config")
+    if saved is not None:
+        cfg = TrainConfig.from_dict(saved)
+    elif (run_dir / CONFIG).exists():
+        cfg = load_config(run_dir / CONFIG)
+    else:
+        raise CS336Error(f"{checkpoint} carries no config and {run_dir / CONFIG} is missing")
+    model = build_model(cfg.model, device)
+    model.load_state_dict(payload["model"])
+    return model.eval(), cfg
 
 
 def load_model(
@@ -46,34 +173,24 @@ def load_model(
     return model.eval()
 
 
-def load_tokenizer(directory: str | os.PathLike, special_tokens=DEFAULT_SPECIAL_TOKENS):
-    """The Tokenizer saved as `vocab.json` + `merges.txt` in `directory` (a run directory or a
-    tokenizer directory), with `<|endoftext|>` as its special token."""
-    from cs336.tokenization.encode_file import load_tokenizer as load_tokenizer_dir
-
-    directory = Path(directory)
-    if directory.is_dir() and not ((directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file()):
-        raise CS336Error(f"no tokenizer ({VOCAB_FILE}, {MERGES_FILE}) in {directory}: pass --tokenizer DIR")
-    return load_tokenizer_dir(directory, special_tokens=list(special_tokens))
-
-
 def run_tokenizer_dir(run: str | os.PathLike) -> Path:
     """Where a run's tokenizer is: saved in the run directory (as the demo does), else beside the
     run's training tokens, where `cs336 train-bpe --out DIR` and `cs336 encode --out DIR/x.npy`
-    leave it. Falls back to the run directory, whose absence `load_tokenizer` then reports."""
+    leave it."""
     run = Path(run)
-    if (run / VOCAB_FILE).is_file() or not (run / "config.json").is_file():
-        return run
-    try:
-        beside_data = resolve_path(load_config(run / "config.json").data.train).parent
-    except CS336Error:
-        return run
-    if (beside_data / VOCAB_FILE).is_file() and (beside_data / MERGES_FILE).is_file():
-        return beside_data
-    return run
+    candidates = [run]
+    if (run / CONFIG).is_file():
+        try:
+            candidates.append(resolve_path(load_config(run / CONFIG).data.train).parent)
+        except CS336Error:
+            pass
+    for d in candidates:
+        if (d / VOCAB_FILE).is_file() and (d / MERGES_FILE).is_file():
+            return d
+    raise CS336Error(f"no tokenizer ({VOCAB_FILE}, {MERGES_FILE}) in {run} or beside its training data: pass --tokenizer DIR")
 
 
-def check_vocab_match(model: TransformerLM, tokenizer) -> None:
+def check_vocab_match(model: TransformerLM, tokenizer: Tokenizer) -> None:
     """A tokenizer and a model belong together only if they agree on the vocabulary size."""
     n = len(tokenizer.vocab)
     if n != model.vocab_size:
@@ -87,8 +204,9 @@ def load_run(
     tokenizer: str | os.PathLike | None = None,
     config: str | os.PathLike | None = None,
     device="cpu",
-):
-    """(model, tokenizer) of a run directory, or of a checkpoint and a tokenizer directory."""
+) -> tuple[TransformerLM, Tokenizer]:
+    """(model, tokenizer) of a run directory, or of a checkpoint and a tokenizer directory. The
+    tokenizer treats `<|endoftext|>` as its special token."""
     if (run is None) == (checkpoint is None):
         raise CS336Error("give either a run directory or a checkpoint")
     if run is not None and not Path(run).is_dir():
@@ -96,6 +214,7 @@ def load_run(
     if checkpoint is not None and tokenizer is None:
         raise CS336Error("a bare checkpoint needs its tokenizer directory (--tokenizer DIR)")
     model = load_model(run if run is not None else checkpoint, config=config, device=device)
-    tok = load_tokenizer(tokenizer if tokenizer is not None else run_tokenizer_dir(run))
+    tok_dir = tokenizer if tokenizer is not None else run_tokenizer_dir(run)
+    tok = load_tokenizer(tok_dir, special_tokens=list(DEFAULT_SPECIAL_TOKENS))
     check_vocab_match(model, tok)
     return model, tok

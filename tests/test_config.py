@@ -1,11 +1,13 @@
+import dataclasses
 import json
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
 from cs336.errors import CS336Error
-from cs336.training.config import ModelConfig, TrainConfig, apply_overrides, load_config, resolve_path
+from cs336.training.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, apply_overrides, load_config, resolve_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,11 +133,6 @@ def test_missing_or_malformed_files_are_clear_errors(tmp_path):
 
 
 def test_every_optional_field_defaults_to_none_so_toml_can_omit_it():
-    import dataclasses
-    import typing
-
-    from cs336.training.config import DataConfig, OptimConfig
-
     for cls in (TrainConfig, ModelConfig, OptimConfig, DataConfig):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -150,6 +147,28 @@ def test_dict_json_and_toml_forms_round_trip_exactly(tmp_path):
     assert TrainConfig.from_dict(tomllib.loads(cfg.to_toml())) == cfg
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
     assert load_config(tmp_path / "config.json") == cfg  # a run's saved config reloads as a config
+
+
+def test_a_config_with_every_field_set_reloads_equal_from_its_toml(tmp_path):
+    """A run's config.toml is how it is rerun, so every field of every section must survive it."""
+    cfg = TrainConfig.from_dict({
+        "name": 'ablation "ü" 🙂', "run_dir": "runs/a b", "seed": 7, "batch_size": 12, "grad_accum_steps": 3,
+        "max_minutes": 1.5, "eval_interval": 7, "eval_batches": 3, "log_interval": 2, "checkpoint_interval": 9,
+        "keep_checkpoints": 4, "device": "cuda:1", "dtype": "bfloat16", "compile": True, "threads": 2, "tf32": False,
+        "nan_policy": "skip", "max_nan_skips": 5, "wandb": True, "wandb_project": "p",
+        "model": {"vocab_size": 300, "context_length": 48, "d_model": 48, "num_layers": 3, "num_heads": 6, "d_ff": 96,
+                  "rope_theta": 5e5, "norm": "post", "position": "nope", "ffn": "silu", "silu_d_ff": 200,
+                  "tie_embeddings": True, "fused": True},
+        "optim": {"lr": 3e-3, "min_lr": 1e-5, "warmup_iters": 7, "cosine_iters": 900, "betas": [0.8, 0.99], "eps": 1e-9,
+                  "weight_decay": 0.05, "grad_clip": 0.5},
+        "data": {"train": "{data_dir}/tinystories/train.npy", "valid": "{data_dir}/tinystories/valid.npy", "dtype": "uint32"},
+    })
+    unset = {"model", "optim", "data", "max_steps", "max_tokens"}  # tables, and the other run lengths (None)
+    for section, default in [(cfg, TrainConfig()), (cfg.model, ModelConfig()), (cfg.optim, OptimConfig()), (cfg.data, DataConfig())]:
+        for f in dataclasses.fields(default):
+            assert f.name in unset or getattr(section, f.name) != getattr(default, f.name), f"{f.name} is left at its default"
+    (tmp_path / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    assert load_config(tmp_path / "config.toml") == cfg
 
 
 def test_tinystories_config_is_the_handouts_reference_run():

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
+from cs336.runs import checkpoint_paths
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
-from cs336.training.trainer import checkpoint_paths, train
+from cs336.training.trainer import train
 from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

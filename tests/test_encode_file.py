@@ -90,7 +90,7 @@ def test_cli_encodes_with_a_tokenizer_directory(gpt2, tmp_path, capsys):
 
 def test_a_train_bpe_directory_supplies_its_special_tokens(tmp_path):
     from cs336.tokenization.bpe import train_bpe_to_dir
-    from cs336.tokenization.encode_file import load_tokenizer
+    from cs336.tokenization.tokenizer import load_tokenizer
 
     train_bpe_to_dir(FIXTURES / "tinystories_sample.txt", 300, [EOT], tmp_path, num_workers=1, progress=False)
     tok = load_tokenizer(tmp_path)

@@ -15,8 +15,9 @@ from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.experiments import sweeps
 from cs336.experiments.plots import FIGURES, make_figures
-from cs336.experiments.runs import flatten, load_runs, read_log, summarize_runs, swept_keys
+from cs336.experiments.runs import flatten, load_runs, summarize_runs, swept_keys
 from cs336.experiments.sweeps import expand, load_sweep, run_sweep
+from cs336.training.runlog import read_log
 
 
 def write_run(run_dir: Path, config: dict, losses: list[float], *, status: str | None = "finished", eval_every: int = 2) -> None:
@@ -61,20 +62,6 @@ def test_load_runs_has_one_row_per_record_with_config_status_and_kind(tmp_path):
 def test_load_runs_marks_a_run_without_summary_as_running(tmp_path):
     write_run(tmp_path / "a", cfg(1e-3), [3.0], status=None, eval_every=1)
     assert load_runs(tmp_path)["status"].unique().tolist() == ["running"]
-
-
-def test_read_log_drops_a_cut_last_line_and_reads_nan(tmp_path):
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"step": 1, "train_loss": NaN}\n{"step": 2, "train_loss": Infinity}\n{"step": 3, "tr')
-    records = read_log(log)
-    assert len(records) == 2 and math.isnan(records[0]["train_loss"]) and math.isinf(records[1]["train_loss"])
-
-
-def test_read_log_rejects_a_bad_line_in_the_middle(tmp_path):
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
-    with pytest.raises(CS336Error, match="log.jsonl:2"):
-        read_log(log)
 
 
 def test_load_runs_on_an_empty_or_missing_folder_is_a_clear_error(tmp_path):

@@ -15,9 +15,10 @@ import cs336.training.trainer as trainer_module
 from cs336 import get_lr_cosine_schedule
 from cs336.cli import main
 from cs336.errors import CS336Error
+from cs336.runs import checkpoint_paths, load_run_model
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
-from cs336.training.trainer import checkpoint_paths, load_run_model, train
+from cs336.training.trainer import train
 from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,9 +1,9 @@
 """Run directories → pandas: every logged metric of every run, with its configuration attached.
 
-A run directory holds `config.json` (the resolved training configuration), `log.jsonl` (one JSON
-record a line: training records carry `train_loss`, evaluation records `val_loss`) and, once the run
-has ended, `summary.json` (its `status`: "finished", "diverged", ...). `load_runs` walks a folder for
-such directories and returns one row per log record:
+A run directory (`cs336.runs`) holds `config.json` (the resolved training configuration),
+`log.jsonl` (one JSON record a line: training records carry `train_loss`, evaluation records
+`val_loss`) and, once the run has ended, `summary.json` (its `status`: "finished", "diverged", ...).
+`load_runs` walks a folder for such directories and returns one row per log record:
 
 >>> df = load_runs("results/lr_cpu")                    # doctest: +SKIP
 >>> df[["run", "status", "optim.lr", "step", "val_loss"]].dropna().tail(1)   # doctest: +SKIP
@@ -11,7 +11,6 @@ such directories and returns one row per log record:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ from typing import Any
 import pandas as pd
 
 from cs336.errors import CS336Error
+from cs336.runs import CONFIG, LOG, find_runs, read_json, run_status
+from cs336.training.runlog import read_log
 
-LOG, CONFIG, SUMMARY, SWEEP = "log.jsonl", "config.json", "summary.json", "sweep.json"
-# A run is over when its summary says so; anything else (no summary, "running", "interrupted") is
-# resumable. A diverged run is over too: with its seed fixed, rerunning it diverges again.
-DONE_STATUSES = ("finished", "diverged")
+SWEEP = "sweep.json"  # what a sweep writes beside its runs
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -42,45 +40,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CS336Error(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a `log.jsonl`. A last line cut short (a run killed mid-write) is dropped; a bad
-    line anywhere else is an error. `NaN`/`Infinity` (a diverged loss) are read as floats."""
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise CS336Error(f"{path}:{i + 1} is not a JSON record") from None
-    return records
-
-
-def run_status(run_dir: Path) -> str:
-    """`summary.json`'s status, or "running" for a run without one (in progress or interrupted)."""
-    summary = run_dir / SUMMARY
-    return str(read_json(summary).get("status", "unknown")) if summary.exists() else "running"
-
-
-def find_runs(root: str | Path) -> list[Path]:
-    """Every run directory (one holding `log.jsonl` or `config.json`) at or below `root`, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CS336Error(f"no such run folder: {root}")
-    found = {p.parent for name in (LOG, CONFIG) for p in root.rglob(name)}
-    return sorted(found)
-
-
 def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per log record of every run under `root`.
 
@@ -93,7 +52,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     frames = []
     for run_dir in find_runs(root):
         config = flatten(read_json(run_dir / CONFIG)) if (run_dir / CONFIG).exists() else {}
-        records = read_log(run_dir / LOG) if (run_dir / LOG).exists() else []
+        records = read_log(run_dir / LOG)
         rows = pd.DataFrame.from_records(records or [{}])
         rows.insert(0, "kind", ["eval" if "val_loss" in r else "train" for r in records] or [None])
         rows.insert(0, "status", run_status(run_dir))

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from cs336.errors import CS336Error
-from cs336.experiments.runs import CONFIG, DONE_STATUSES, LOG, SUMMARY, SWEEP, flatten, run_status
+from cs336.experiments.runs import SWEEP, flatten
+from cs336.runs import CONFIG, DONE_STATUSES, LOG, SUMMARY, run_status
 
 try:
     import tomllib

@@ -286,7 +286,7 @@ def train_bpe_to_dir(
     import json
 
     from cs336.outputs import output_dir
-    from cs336.tokenization.files import save_vocab_merges
+    from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, save_vocab_merges
 
     output_dir(out_dir, "tokenizer directory", create=False)  # a bad --out fails before the training
     stats: dict = {}
@@ -294,7 +294,7 @@ def train_bpe_to_dir(
         input_path, vocab_size, special_tokens, num_workers=num_workers, progress=progress, stats=stats
     )
     output_dir(out_dir, "tokenizer directory")
-    save_vocab_merges(vocab, merges, os.path.join(out_dir, "vocab.json"), os.path.join(out_dir, "merges.txt"))
+    save_vocab_merges(vocab, merges, os.path.join(out_dir, VOCAB_FILE), os.path.join(out_dir, MERGES_FILE))
     longest = stats.pop("longest_token")
     stats.update(
         input_path=os.fspath(input_path),
@@ -302,7 +302,7 @@ def train_bpe_to_dir(
         longest_token=longest.decode("utf-8", errors="backslashreplace"),
         longest_token_bytes=len(longest),
     )
-    with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, STATS_FILE), "w", encoding="utf-8") as f:
         json.dump(stats, f, indent=2, ensure_ascii=False)
         f.write("\n")
     return stats

@@ -18,7 +18,6 @@ rewritten with the final length at the end. Memory is a few chunks, whatever the
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import deque
@@ -43,34 +42,6 @@ def smallest_dtype(vocab_size: int) -> np.dtype:
     (dtype('uint16'), dtype('uint16'), dtype('uint32'))
     """
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
-
-
-def load_tokenizer(
-    tokenizer_dir: str | os.PathLike | None = None,
-    *,
-    vocab: str | os.PathLike | None = None,
-    merges: str | os.PathLike | None = None,
-    special_tokens: list[str] | None = None,
-) -> Tokenizer:
-    """A tokenizer from a directory holding `vocab.json` + `merges.txt`, or from explicit files.
-
-    Without `special_tokens`, a directory written by `train_bpe_to_dir` supplies the ones it was
-    trained with (from its `stats.json`), so `<|endoftext|>` is not silently encoded as text.
-    """
-    if tokenizer_dir is not None:
-        d = Path(tokenizer_dir)
-        if not d.is_dir():
-            raise CS336Error(f"tokenizer directory not found: {d}")
-        vocab = vocab or d / "vocab.json"
-        merges = merges or d / "merges.txt"
-        if special_tokens is None and (d / "stats.json").is_file():
-            try:
-                special_tokens = json.loads((d / "stats.json").read_text(encoding="utf-8")).get("special_tokens")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-                raise CS336Error(f"{d / 'stats.json'}: not a valid stats file ({e})") from None
-    if vocab is None or merges is None:
-        raise CS336Error("give a tokenizer directory, or both a vocab file and a merges file")
-    return Tokenizer.from_files(vocab, merges, special_tokens)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ files load in GPT-2-compatible tools:
 - `vocab.json`: `{token_string: id}`;
 - `merges.txt`: a `#version: 0.2` header, then one merge `a b` per line, in creation order.
 
+A tokenizer directory (what `cs336 train-bpe --out DIR` writes, and what a run directory may hold
+beside its checkpoints) has these two files under the names below, and optionally `stats.json`
+with the special tokens it was trained with; `tokenizer.load_tokenizer` reads one.
+
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
 >>> vocab = {0: b"<|endoftext|>", **{i + 1: bytes([i]) for i in range(256)}, 257: b" t"}
@@ -21,6 +25,8 @@ import os
 from functools import lru_cache
 
 from cs336.errors import CS336Error
+
+VOCAB_FILE, MERGES_FILE, STATS_FILE = "vocab.json", "merges.txt", "stats.json"
 
 
 @lru_cache(maxsize=1)

@@ -23,12 +23,14 @@ piece is pre-tokenized and merged once; after warm-up almost every piece costs o
 from __future__ import annotations
 
 import heapq
+import json
 import os
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice, repeat
+from pathlib import Path
 
 from cs336.errors import CS336Error
-from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
+from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
@@ -352,6 +354,41 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={len(self.vocab)}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+
+
+def load_tokenizer(
+    directory: str | os.PathLike | None = None,
+    *,
+    vocab: str | os.PathLike | None = None,
+    merges: str | os.PathLike | None = None,
+    special_tokens: list[str] | None = None,
+) -> Tokenizer:
+    """The tokenizer of a tokenizer directory (`vocab.json` + `merges.txt`, see `files.py`), or of
+    explicit `vocab` and `merges` files, which also stand in for the directory's own.
+
+    Without `special_tokens`, a directory written by `cs336 train-bpe` supplies the ones it was
+    trained with (from its `stats.json`), so `<|endoftext|>` is not silently encoded as text; a
+    directory without `stats.json` has none.
+
+    >>> load_tokenizer("runs/tok-10k").special_tokens  # doctest: +SKIP
+    ['<|endoftext|>']
+    """
+    if directory is not None:
+        d = Path(directory)
+        if not d.is_dir():
+            raise CS336Error(f"tokenizer directory not found: {d}")
+        vocab, merges = vocab or d / VOCAB_FILE, merges or d / MERGES_FILE
+        missing = [os.fspath(p) for p in (vocab, merges) if not Path(p).is_file()]
+        if missing:
+            raise CS336Error(f"no tokenizer in {d}: {' and '.join(missing)} not found")
+        if special_tokens is None and (d / STATS_FILE).is_file():
+            try:
+                special_tokens = json.loads((d / STATS_FILE).read_text(encoding="utf-8")).get("special_tokens")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                raise CS336Error(f"{d / STATS_FILE}: not a valid stats file ({e})") from None
+    if vocab is None or merges is None:
+        raise CS336Error("give a tokenizer directory, or both a vocab file and a merges file")
+    return Tokenizer.from_files(vocab, merges, special_tokens)
 
 
 def _is_hashable(x) -> bool:

@@ -140,8 +140,9 @@ class TrainConfig:
         return cfg
 
     def to_toml(self) -> str:
-        """The config as TOML. TOML has no null: None values are omitted, which reads back as None
-        because every optional field defaults to None."""
+        """The config as TOML, which `load_config` reads back equal (a run's `config.toml`, to rerun
+        it from). TOML has no null: None values are omitted, which reads back as None because every
+        optional field defaults to None."""
         d = self.to_dict()
         lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
         for table in ("model", "optim", "data"):
@@ -204,7 +205,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
+        return json.dumps(v, ensure_ascii=False)  # a TOML basic string (non-ASCII raw: TOML has no surrogate escapes)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} as TOML")

@@ -7,8 +7,12 @@ Two kinds of record share the file (told apart by their keys):
     {"step": 100, "tokens": 819200, "wall_s": 12.9, "val_loss": 3.30, "val_ppl": 27.1}
 
 `step` counts finished optimizer steps, `tokens` the training tokens they consumed, `wall_s` the
-run's wall-clock seconds (summed over resumptions). A run killed at any moment leaves at most a
-torn last line; `read_log` skips it and resuming cuts the log back to the checkpoint's step.
+run's wall-clock seconds (summed over resumptions). JSON has no NaN or infinity: a non-finite value
+(a diverged loss) is written as `null` and reads back as None (pandas shows it as NaN).
+
+A run killed at any moment leaves at most a torn last line; `read_log` skips it and resuming cuts
+the log back to the checkpoint's step. A bad line anywhere else means the file was damaged by
+something else, and reading it is an error that names the line.
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "log.jsonl"
@@ -26,6 +30,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cs336.errors import CS336Error
+
 
 def _clean(v: Any) -> Any:
     """JSON has no NaN/inf: write them as null."""
@@ -35,19 +41,28 @@ def _clean(v: Any) -> Any:
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records of a log (a torn last line from a killed run is skipped)."""
+    """The records of a log, in order ([] when there is no log yet).
+
+    A torn last line (from a killed run) is skipped; any other line that is not a JSON object is a
+    `CS336Error` naming the file and line. `null` (a non-finite value) reads as None; the tokens
+    `NaN` and `Infinity`, which this writer never uses, read as floats.
+    """
     path = Path(path)
     if not path.exists():
         return []
+    lines = path.read_text(encoding="utf-8").splitlines()
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif lineno < len(lines):
+            raise CS336Error(f"{path}:{lineno} is not a JSON record: the log is damaged")
     return records
 
 

@@ -1,10 +1,4 @@
-"""The training loop: a config in, a run directory out.
-
-    runs/<name>/
-      config.json, config.toml   the resolved config of the run
-      log.jsonl                  training and validation records (see `cs336.training.runlog`)
-      summary.json               how the run ended: status, final step, losses, wall time
-      checkpoints/step_0001000.pt  model + optimizer + everything resuming needs (newest N kept)
+"""The training loop: a config in, a run directory out (its layout: `cs336.runs`).
 
 `train(config)` resumes from the newest readable checkpoint in the run directory, so a run killed at
 any moment (even by SIGKILL) continues where its last checkpoint left off, with the same batches
@@ -24,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -39,16 +31,15 @@ import torch
 from torch import nn
 
 from cs336.errors import CS336Error
-from cs336.model import TransformerLM
+from cs336.runs import CHECKPOINTS, LOG, build_model, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
 from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
-from cs336.training.config import ModelConfig, TrainConfig, resolve_path
+from cs336.training.config import TrainConfig, resolve_path
 from cs336.training.data import get_batch, load_tokens
 from cs336.training.loss import cross_entropy
 from cs336.training.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336.training.runlog import RunLog, read_log, truncate_log
 
-CHECKPOINT_RE = re.compile(r"^step_(\d{7,})\.pt$")
 _EVAL_STREAM = 0x5EED_E7A1  # the validation batches' seed stream, apart from training's
 _COSINE_CLOCK_TICKS = 1_000_000  # wall-clock mode: the cosine's resolution
 
@@ -56,34 +47,6 @@ _COSINE_CLOCK_TICKS = 1_000_000  # wall-clock mode: the cosine's resolution
 # ---------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda, else mps, else cpu; an unavailable device is a CS336Error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CS336Error(f"unknown device {name!r}; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"mps\"") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CS336Error(f"device={name!r} but CUDA is not available (use device=\"auto\" or \"cpu\")")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CS336Error(f"device={name!r} but MPS is not available (use device=\"auto\" or \"cpu\")")
-    return device
-
-
-def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> TransformerLM:
-    """The `TransformerLM` a `ModelConfig` describes."""
-    return TransformerLM(
-        cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
-        device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
-        tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
-    )
-
-
 def open_tokens(path: str, cfg: TrainConfig, split: str) -> np.ndarray:
     """Memory-map a token file and check, before any training, that every id fits the vocabulary."""
     if not path:
@@ -97,15 +60,6 @@ def open_tokens(path: str, cfg: TrainConfig, split: str) -> np.ndarray:
     if top >= cfg.model.vocab_size:
         raise CS336Error(f"{p} holds token id {top}, but model.vocab_size={cfg.model.vocab_size}; was it encoded with another tokenizer?")
     return data
-
-
-def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
-    """The run's checkpoints, oldest first."""
-    d = Path(run_dir) / "checkpoints"
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def write_checkpoint_atomic(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
@@ -125,31 +79,6 @@ def write_checkpoint_atomic(path: Path, model: nn.Module, optimizer: torch.optim
             tmp.unlink()
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         raise CS336Error(f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact") from e
-
-
-def load_run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[TransformerLM, TrainConfig]:
-    """The model of a run directory at its newest (or the given) checkpoint, and the run's config.
-
-    >>> model, cfg = load_run_model("runs/demo/run")  # doctest: +SKIP
-    """
-    run_dir = Path(run_dir)
-    if checkpoint is None:
-        paths = checkpoint_paths(run_dir)
-        if not paths:
-            raise CS336Error(f"no checkpoints in {run_dir / 'checkpoints'}")
-        checkpoint = paths[-1]
-    payload = read_checkpoint(checkpoint)
-    cfg_dict = payload["extra"].get("config")
-    if cfg_dict is None:
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.exists():
-            raise CS336Error(f"{checkpoint} carries no config and {cfg_path} is missing")
-        cfg_dict = json.loads(cfg_path.read_text())
-    cfg = TrainConfig.from_dict(cfg_dict)
-    model = build_model(cfg.model, device)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    return model, cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +116,7 @@ class _Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.progress = progress and self.dist.is_main
         self.run_dir = cfg.resolved_run_dir()
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir = self.run_dir / CHECKPOINTS
         self.total = cfg.total_steps
         self.budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
 
@@ -269,7 +198,7 @@ class _Trainer:
 
     def _checkpoint_path(self) -> Path:
         """Where the checkpoint of the current step goes."""
-        return self.ckpt_dir / f"step_{self.state.step:07d}.pt"
+        return checkpoint_path(self.run_dir, self.state.step)
 
     def _checkpoint(self) -> Path | None:
         """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed.
@@ -380,12 +309,11 @@ class _Trainer:
             return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
-            (self.run_dir / "config.toml").write_text(self.cfg.to_toml())
+            write_config(self.run_dir, self.cfg)
             for stale in self.ckpt_dir.glob(".step_*.tmp") if self.ckpt_dir.is_dir() else []:
                 stale.unlink()  # left by a run killed while writing a checkpoint
             # Records past the checkpoint belong to steps that are about to be redone.
-            truncate_log(self.run_dir / "log.jsonl", self.state.step)
+            truncate_log(self.run_dir / LOG, self.state.step)
         except OSError as e:
             raise CS336Error(f"cannot write to run directory {self.run_dir}: {e.strerror}") from e
 
@@ -395,7 +323,7 @@ class _Trainer:
         wandb_run = None
         if self._wandb is not None:
             wandb_run = self._wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
-        return RunLog(self.run_dir / "log.jsonl", wandb_run)
+        return RunLog(self.run_dir / LOG, wandb_run)
 
     def _summary(self, status: str, last_train: float | None, last_val: float | None, message: str = "") -> dict[str, Any]:
         s = self.state
@@ -415,9 +343,7 @@ class _Trainer:
             "message": message,
         }
         if self.dist.is_main:
-            tmp = self.run_dir / ".summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(tmp, self.run_dir / "summary.json")
+            write_summary(self.run_dir, summary)
         return summary
 
     def run(self) -> dict[str, Any]:
@@ -426,7 +352,7 @@ class _Trainer:
         cfg, s = self.cfg, self.state
         self._prepare_run_dir()
         distributed.barrier(self.dist)
-        past = read_log(self.run_dir / "log.jsonl") if self.dist.is_main else []
+        past = read_log(self.run_dir / LOG) if self.dist.is_main else []
         evals = [r for r in past if "val_loss" in r]
         trains = [r for r in past if "train_loss" in r]
         last_val = evals[-1]["val_loss"] if evals else None

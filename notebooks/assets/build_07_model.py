@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from cs336 import Tokenizer, train_bpe
+from cs336 import Tokenizer, runs, train_bpe
 from cs336.data import corpus_path
 from cs336.tokenization.encode_file import encode_file
+from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.training.checkpoint import FORMAT, read_checkpoint
 from cs336.training.config import load_config
-from cs336.training.trainer import checkpoint_paths, train
+from cs336.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "notebooks" / "assets" / "07_generation.toml"
@@ -38,16 +39,17 @@ def main() -> None:
     (WORK / "data").mkdir(parents=True, exist_ok=True)
     vocab, merges = train_bpe(corpus_path("tinystories", "train"), cfg.model.vocab_size, SPECIALS)
     tokenizer = Tokenizer(vocab, merges, SPECIALS)
-    tokenizer.save(WORK / "vocab.json", WORK / "merges.txt")
+    tokenizer.save(WORK / VOCAB_FILE, WORK / MERGES_FILE)
     for split in ("train", "valid"):
         encode_file(tokenizer, corpus_path("tinystories", split), WORK / "data" / f"{split}.npy", workers=1)
     cfg.data.train, cfg.data.valid = str(WORK / "data" / "train.npy"), str(WORK / "data" / "valid.npy")
     summary = train(cfg, progress=True)
     print(summary)
 
-    payload = read_checkpoint(checkpoint_paths(WORK / "run")[-1])
+    payload = read_checkpoint(runs.checkpoint_paths(WORK / "run")[-1])
     shutil.rmtree(OUT, ignore_errors=True)
-    (OUT / "checkpoints").mkdir(parents=True)
+    final = runs.checkpoint_path(OUT, payload["iteration"])
+    final.parent.mkdir(parents=True)
     small = {
         "format": FORMAT,
         "model": {k: v.to(torch.float16) for k, v in payload["model"].items()},
@@ -55,9 +57,9 @@ def main() -> None:
         "iteration": payload["iteration"],
         "extra": {"config": payload["extra"]["config"], "val_loss": summary["val_loss"]},
     }
-    torch.save(small, OUT / "checkpoints" / f"step_{payload['iteration']:07d}.pt")
-    (OUT / "config.json").write_text(json.dumps(payload["extra"]["config"], indent=2) + "\n")
-    tokenizer.save(OUT / "vocab.json", OUT / "merges.txt")
+    torch.save(small, final)
+    (OUT / runs.CONFIG).write_text(json.dumps(payload["extra"]["config"], indent=2) + "\n")
+    tokenizer.save(OUT / VOCAB_FILE, OUT / MERGES_FILE)
     print(f"wrote {OUT}: " + ", ".join(f"{p.relative_to(OUT)} {p.stat().st_size:,} B" for p in sorted(OUT.rglob("*")) if p.is_file()))
 
 
