@@ -30,11 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-EOT = "<|endoftext|>"
-
-
 # Imported here only to find files: every measurement runs in a fresh process of its own.
-from cs336.data import data_dir, sample_path  # noqa: E402
+from cs336.data import data_dir, sample_path
+from cs336.tokenization import END_OF_TEXT
 
 LOWERCASE_4M = "TinyStories-train-4M-lowercase.txt"  # not shipped; see the module docstring
 
@@ -75,7 +73,7 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
         cpu0 = _cpu_seconds()
         baseline = _rss_bytes()  # mostly the package's own import (torch), before any training
         stats: dict = {}
-        train_bpe(path, vocab_size, [EOT], num_workers=workers, stats=stats)
+        train_bpe(path, vocab_size, [END_OF_TEXT], num_workers=workers, stats=stats)
         return {
             "seconds": stats["total_seconds"],
             "cpu_seconds": _cpu_seconds() - cpu0,
@@ -91,7 +89,7 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf_trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOT],
+        special_tokens=[END_OF_TEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -143,7 +141,7 @@ def make_inputs(tmp: Path, copies: list[int]) -> dict[int, Path]:
         with open(paths[k], "wb") as f:
             for i in range(k):
                 if i:
-                    f.write(EOT.encode())
+                    f.write(END_OF_TEXT.encode())
                 f.write(base)
     return paths
 

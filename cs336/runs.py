@@ -16,11 +16,12 @@ from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.tokenization import END_OF_TEXT
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import load_config, resolve_path
 from cs336.training.trainer import build_model, load_run_model, resolve_device
 
-DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+DEFAULT_SPECIAL_TOKENS = (END_OF_TEXT,)
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
 
 

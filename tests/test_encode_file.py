@@ -9,11 +9,12 @@ import pytest
 from cs336 import Tokenizer
 from cs336.cli import main
 from cs336.errors import CS336Error
+from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.encode_file import _npy_header, encode_file, smallest_dtype
 from cs336.tokenization.pretokenize import chunk_boundaries
 
 from conftest import FIXTURES, TINYSTORIES
-from test_tokenizer import EOT, PIECES
+from test_tokenizer import PIECES
 
 GPT2_FILES = ["--vocab", str(FIXTURES / "gpt2_vocab.json"), "--merges", str(FIXTURES / "gpt2_merges.txt")]
 

@@ -25,6 +25,9 @@ from cs336.errors import CS336Error
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
 
+# The special token that separates documents in TinyStories and OpenWebText (GPT-2's only one).
+END_OF_TEXT = "<|endoftext|>"
+
 
 def special_token_regex(special_tokens: list[str] | tuple[str, ...] | None) -> regex.Pattern | None:
     """A pattern matching any special token, longest first (so `<|a|><|a|>` wins over `<|a|>`)."""
