@@ -24,15 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Imported here only to find files: every measurement runs in a fresh process of its own.
+# Every measurement runs in a fresh process of its own (this script again, with --_measure).
 from cs336.data import data_dir, sample_path
 from cs336.tokenization import END_OF_TEXT
+from cs336.tokenization.pretokenize import peak_rss_bytes, rss_bytes
 
 LOWERCASE_4M = "TinyStories-train-4M-lowercase.txt"  # not shipped; see the module docstring
 
@@ -40,28 +42,8 @@ LOWERCASE_4M = "TinyStories-train-4M-lowercase.txt"  # not shipped; see the modu
 # ---------------------------------------------------------------------------------------------
 # One measurement, in its own process
 # ---------------------------------------------------------------------------------------------
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     """CPU time of this process (all threads) and of its finished child processes."""
-    import resource
-
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
@@ -70,13 +52,13 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
     if trainer == "ours":
         from cs336.tokenization.bpe import train_bpe
 
-        cpu0 = _cpu_seconds()
-        baseline = _rss_bytes()  # mostly the package's own import (torch), before any training
+        cpu0 = cpu_seconds()
+        baseline = rss_bytes()  # mostly the package's own import (torch), before any training
         stats: dict = {}
         train_bpe(path, vocab_size, [END_OF_TEXT], num_workers=workers, stats=stats)
         return {
             "seconds": stats["total_seconds"],
-            "cpu_seconds": _cpu_seconds() - cpu0,
+            "cpu_seconds": cpu_seconds() - cpu0,
             "pretokenize_seconds": stats["pretokenize_seconds"],
             "merge_seconds": stats["merge_seconds"],
             "peak_bytes": stats["peak_memory_bytes"],
@@ -93,11 +75,11 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     tok.train([path], hf_trainer)
     seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds() - cpu0
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": _peak_rss_bytes(), "baseline_bytes": 0}
+    cpu = cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": peak_rss_bytes(), "baseline_bytes": 0}
 
 
 def measure(trainer: str, path: Path, vocab_size: int, workers: int | None = None) -> dict:
@@ -105,8 +87,6 @@ def measure(trainer: str, path: Path, vocab_size: int, workers: int | None = Non
     env = dict(os.environ, TOKENIZERS_PARALLELISM="true")
     if workers is not None:
         env["RAYON_NUM_THREADS"] = str(workers)  # the same number of cores for HF
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     args = [sys.executable, __file__, "--_measure", trainer, str(path), str(vocab_size), str(workers or 0)]
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

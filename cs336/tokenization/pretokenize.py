@@ -329,6 +329,11 @@ def reset_peak_rss() -> None:
         pass
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process now (0 where /proc is unavailable)."""
+    return _rss_kib("VmRSS") * 1024
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process since `reset_peak_rss` (or since start)."""
     kib = _rss_kib("VmHWM")
@@ -345,7 +350,7 @@ _WORKER_START_RSS = 0
 def _worker_init() -> None:
     global _WORKER_START_RSS
     reset_peak_rss()
-    _WORKER_START_RSS = _rss_kib("VmRSS") * 1024
+    _WORKER_START_RSS = rss_bytes()
 
 
 def _count_chunks(
