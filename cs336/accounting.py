@@ -2,9 +2,9 @@
 
 Everything here is arithmetic on the model's shape (a `ModelConfig`, the `[model]` table of a
 training config; a dict of its keys or an instantiated `TransformerLM` do too), so it works for
-GPT-2 XL without allocating it. The tests
-check each count against the real thing: parameters against `sum(p.numel())`, FLOPs against
-`torch.utils.flop_counter.FlopCounterMode`, memory against what autograd keeps for a training step.
+GPT-2 XL without allocating it. The tests check each count against the real thing: parameters
+against `sum(p.numel())`, FLOPs against `torch.utils.flop_counter.FlopCounterMode`, memory against
+what autograd keeps for a training step.
 
 >>> xl = GPT2_SHAPES["xl"]
 >>> num_parameters(xl)

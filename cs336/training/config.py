@@ -1,7 +1,7 @@
 """A training run's configuration: dataclasses loaded from TOML, validated, saved beside the run.
 
-A config file has top-level run settings and three tables, `[model]` (a `cs336.model.config.ModelConfig`),
-`[optim]` and `[data]`:
+A config file has top-level run settings and three tables, `[model]` (a `ModelConfig`, from
+`cs336.model.config`), `[optim]` and `[data]`:
 
     name = "tinystories"
     batch_size = 128          # sequences per optimizer step, summed over ranks and micro-batches
