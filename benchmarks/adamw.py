@@ -12,19 +12,14 @@ bit-identical on the first step.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cs336 import AdamW  # noqa: E402
-from cs336.training.config import load_config  # noqa: E402
-from cs336.training.trainer import build_model  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from cs336 import AdamW
+from cs336.paths import CONFIGS_DIR
+from cs336.training.config import load_config
+from cs336.training.trainer import build_model
 
 
 def sync(device: torch.device) -> None:
@@ -52,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"device {device}" + (f", {torch.get_num_threads()} thread(s)" if device.type == "cpu" else f" ({torch.cuda.get_device_name(device)})"))
     for name in args.configs:
-        cfg = load_config(CONFIGS / f"{name}.toml")
+        cfg = load_config(CONFIGS_DIR / f"{name}.toml")
         torch.manual_seed(0)
         template = [p.detach() for p in build_model(cfg.model, device).parameters()]
         grads = [torch.randn_like(p) * 1e-3 for p in template]

@@ -24,17 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-EOT = "<|endoftext|>"
-
-
-# Imported here only to find files: every measurement runs in a fresh process of its own.
-from cs336.data import data_dir, sample_path  # noqa: E402
+# Every measurement runs in a fresh process of its own (this script again, with --_measure).
+from cs336.data import data_dir, sample_path
+from cs336.tokenization import END_OF_TEXT
+from cs336.tokenization.pretokenize import peak_rss_bytes, rss_bytes
 
 LOWERCASE_4M = "TinyStories-train-4M-lowercase.txt"  # not shipped; see the module docstring
 
@@ -42,28 +42,8 @@ LOWERCASE_4M = "TinyStories-train-4M-lowercase.txt"  # not shipped; see the modu
 # ---------------------------------------------------------------------------------------------
 # One measurement, in its own process
 # ---------------------------------------------------------------------------------------------
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     """CPU time of this process (all threads) and of its finished child processes."""
-    import resource
-
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
@@ -72,13 +52,13 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
     if trainer == "ours":
         from cs336.tokenization.bpe import train_bpe
 
-        cpu0 = _cpu_seconds()
-        baseline = _rss_bytes()  # mostly the package's own import (torch), before any training
+        cpu0 = cpu_seconds()
+        baseline = rss_bytes()  # mostly the package's own import (torch), before any training
         stats: dict = {}
-        train_bpe(path, vocab_size, [EOT], num_workers=workers, stats=stats)
+        train_bpe(path, vocab_size, [END_OF_TEXT], num_workers=workers, stats=stats)
         return {
             "seconds": stats["total_seconds"],
-            "cpu_seconds": _cpu_seconds() - cpu0,
+            "cpu_seconds": cpu_seconds() - cpu0,
             "pretokenize_seconds": stats["pretokenize_seconds"],
             "merge_seconds": stats["merge_seconds"],
             "peak_bytes": stats["peak_memory_bytes"],
@@ -91,15 +71,15 @@ def _measure(trainer: str, path: str, vocab_size: int, workers: int | None) -> d
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf_trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOT],
+        special_tokens=[END_OF_TEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     tok.train([path], hf_trainer)
     seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds() - cpu0
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": _peak_rss_bytes(), "baseline_bytes": 0}
+    cpu = cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": peak_rss_bytes(), "baseline_bytes": 0}
 
 
 def measure(trainer: str, path: Path, vocab_size: int, workers: int | None = None) -> dict:
@@ -107,8 +87,6 @@ def measure(trainer: str, path: Path, vocab_size: int, workers: int | None = Non
     env = dict(os.environ, TOKENIZERS_PARALLELISM="true")
     if workers is not None:
         env["RAYON_NUM_THREADS"] = str(workers)  # the same number of cores for HF
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     args = [sys.executable, __file__, "--_measure", trainer, str(path), str(vocab_size), str(workers or 0)]
     out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -143,7 +121,7 @@ def make_inputs(tmp: Path, copies: list[int]) -> dict[int, Path]:
         with open(paths[k], "wb") as f:
             for i in range(k):
                 if i:
-                    f.write(EOT.encode())
+                    f.write(END_OF_TEXT.encode())
                 f.write(base)
     return paths
 

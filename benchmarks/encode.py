@@ -18,21 +18,17 @@ import argparse
 import os
 import pickle
 import resource
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 
 from cs336 import Tokenizer
 from cs336.data import sample_path, tiktoken_gpt2
+from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.encode_file import encode_file
-
-EOT = "<|endoftext|>"
 
 
 def timed(fn) -> tuple[float, float, object]:
@@ -86,12 +82,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
-    loaded = Tokenizer.from_files(sample_path("cs336-fixtures/gpt2_vocab.json"), sample_path("cs336-fixtures/gpt2_merges.txt"), [EOT])
+    loaded = Tokenizer.from_files(sample_path("cs336-fixtures/gpt2_vocab.json"), sample_path("cs336-fixtures/gpt2_merges.txt"), [END_OF_TEXT])
     blob = pickle.dumps(loaded)  # unpickling gives a fresh tokenizer (empty cache) in milliseconds
     reference = tiktoken_gpt2()
     text = args.text.read_text(encoding="utf-8")
     mb = len(text.encode("utf-8")) / 1e6
-    reference.encode(text[:10_000], allowed_special={EOT})  # load tiktoken's tables
+    reference.encode(text[:10_000], allowed_special={END_OF_TEXT})  # load tiktoken's tables
 
     wall: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
@@ -109,12 +105,12 @@ def main() -> None:
         make_dataset(dataset, args.dataset_mb)
         dataset_text = dataset.read_text(encoding="utf-8")
         for _ in range(args.repeat):
-            expected = record("tiktoken", lambda: reference.encode(text, allowed_special={EOT}))
+            expected = record("tiktoken", lambda: reference.encode(text, allowed_special={END_OF_TEXT}))
             tok = pickle.loads(blob)
             assert record("fresh", lambda: tok.encode(text)) == expected, "Tokenizer.encode differs from tiktoken"
             record("warm", lambda: tok.encode(text))
         for _ in range(args.repeat):
-            dataset_ids = record("tiktoken dataset", lambda: reference.encode(dataset_text, allowed_special={EOT}))
+            dataset_ids = record("tiktoken dataset", lambda: reference.encode(dataset_text, allowed_special={END_OF_TEXT}))
             record("file", lambda: encode_file(pickle.loads(blob), dataset, out, workers=args.workers, progress=False))
             assert np.array_equal(np.load(out), np.asarray(dataset_ids)), "encode_file differs from tiktoken"
             record("file 1", lambda: encode_file(pickle.loads(blob), dataset, out, workers=1, progress=False))

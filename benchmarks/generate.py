@@ -22,19 +22,19 @@ sides of a ratio alike. All contenders must produce the same greedy tokens (chec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cs336 import TransformerLM  # noqa: E402
-from cs336.generation import sample_ids  # noqa: E402
+from cs336 import TransformerLM
+from cs336.generation import sample_ids
+from cs336.model import ModelConfig
+from cs336.training.trainer import build_model
 
-SHAPE = dict(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344, rope_theta=10000.0)
+SHAPE = ModelConfig()  # the handout's TinyStories model
 
 
 def ours(model: TransformerLM, prompt: list[int], n: int, use_cache: bool):
@@ -81,10 +81,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    ref = TransformerLM(**SHAPE, device=args.device).eval()
-    fused = TransformerLM(**SHAPE, device=args.device, fused=True).eval()
+    ref = build_model(SHAPE, args.device).eval()
+    fused = build_model(dataclasses.replace(SHAPE, fused=True), args.device).eval()
     fused.load_state_dict(ref.state_dict())
-    prompt = torch.randint(0, SHAPE["vocab_size"], (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
+    prompt = torch.randint(0, SHAPE.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
     contenders = {
         "no-cache": ours(ref, prompt, args.new_tokens, use_cache=False),
         "cache": ours(ref, prompt, args.new_tokens, use_cache=True),
@@ -92,7 +92,7 @@ def main() -> None:
     }
     counts = {name: args.new_tokens for name in contenders}
     # transformers does not slide a window: it decodes only as far as the context reaches.
-    hf_tokens = min(args.new_tokens, SHAPE["context_length"] - args.prompt_tokens)
+    hf_tokens = min(args.new_tokens, SHAPE.context_length - args.prompt_tokens)
     hf = hf_llama(ref, prompt, hf_tokens, args.device)
     if hf is not None:
         contenders["hf-llama-cache"], counts["hf-llama-cache"] = hf, hf_tokens

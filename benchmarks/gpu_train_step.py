@@ -2,14 +2,15 @@
 fused paths, cs336 AdamW) against the same model built from PyTorch built-ins (torch.optim.AdamW),
 all under bfloat16 autocast and torch.compile.
 
-FLOPs per token (the usual convention, counting a causal attention as if it were full):
+FLOPs per token are `cs336.accounting.training_step_flops` (without the optimizer) per token, which
+comes to the usual convention, counting a causal attention as if it were full:
 
     6·N  +  12·L·S·d_model
 
-N = parameters that multiply activations (all but the token embeddings, which are a lookup), L layers,
-S the context length. 6·N is a forward (2N) and a backward (4N) through every weight; the second
-term is QKᵀ and attention·V (2·S·d_model each per token per layer, forward), times 3 for training.
-MFU = tokens/s · FLOPs per token / peak, with H100 SXM's dense bf16 peak 989 TFLOP/s by default.
+N = the weights of the matrix multiplies (all but the token embeddings, a lookup, and the RMSNorm
+gains), L layers, S the context length. 6·N is a forward (2N) and a backward (4N) through every
+weight; the second term is QKᵀ and attention·V (2·S·d_model each per token per layer, forward),
+times 3 for training. MFU = tokens/s · FLOPs per token / peak, with H100 SXM's dense bf16 peak 989 TFLOP/s by default.
 
     python benchmarks/gpu_train_step.py                          # on a CUDA GPU, reference config
     python benchmarks/gpu_train_step.py --batch-size 64 --config reference small
@@ -20,22 +21,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import CONFIGS, Shape, build, check_same_function  # noqa: E402
+from cs336.accounting import training_step_flops
+from cs336.model import ModelConfig
+from train_step import CONFIGS, build, check_same_function  # the CPU benchmark, beside this script
 
 H100_BF16_DENSE_TFLOPS = 989.0
 
 
-def flops_per_token(shape: Shape, n_matmul_params: int) -> float:
-    """Training FLOPs per token: 6·N for the weights plus 12·L·S·d_model for attention."""
-    return 6 * n_matmul_params + 12 * shape.num_layers * shape.context_length * shape.d_model
+def flops_per_token(shape: ModelConfig) -> float:
+    """Training FLOPs per token of a full-context sequence: 6·N + 12·L·S·d_model."""
+    return training_step_flops(shape, include_optimizer=False) / shape.context_length
 
 
 def sync(device: torch.device) -> None:
@@ -72,14 +72,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     results = {}
     for config in a.config:
-        shape = Shape(**{**CONFIGS[config].__dict__, "batch_size": a.batch_size})
+        shape = CONFIGS[config]
         contenders = build(shape, device)
         g = torch.Generator().manual_seed(1)
-        x = torch.randint(shape.vocab_size, (shape.batch_size, shape.context_length), generator=g).to(device)
-        y = torch.randint(shape.vocab_size, (shape.batch_size, shape.context_length), generator=g).to(device)
+        x = torch.randint(shape.vocab_size, (a.batch_size, shape.context_length), generator=g).to(device)
+        y = torch.randint(shape.vocab_size, (a.batch_size, shape.context_length), generator=g).to(device)
         check_same_function(contenders, x[:2])  # in float32, before compiling
-        n_matmul = contenders["ours-ref"][0].num_parameters(exclude_embeddings=True)
-        fpt = flops_per_token(shape, n_matmul)
+        fpt = flops_per_token(shape)
         amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
         steps = {}
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 sync(device)
                 times[n].append((time.perf_counter() - start) / a.steps)
 
-        tokens = shape.batch_size * shape.context_length
-        print(f"\n{config}: {shape}, {tokens} tokens/step, {fpt / 1e6:.1f} MFLOP/token (N = {n_matmul / 1e6:.2f}M)")
+        tokens = a.batch_size * shape.context_length
+        print(f"\n{config}: {shape}, batch {a.batch_size}, {tokens} tokens/step, {fpt / 1e6:.1f} MFLOP/token")
         print(f"{'model':<11} {'ms/step':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>7} {'ratio vs builtin':>17}")
         results[config] = {}
         for n in names:

@@ -21,43 +21,29 @@ with the default single thread it is the step's own compute. Wall-clock tokens/s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from functools import partial  # noqa: E402
-
-from cs336 import AdamW, TransformerLM, cross_entropy  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Shape:
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
-    rope_theta: float = 10000.0
-    batch_size: int = 4
-
+from cs336 import AdamW, cross_entropy
+from cs336.model import ModelConfig
+from cs336.training.trainer import build_model
 
 CONFIGS = {
-    # The handout's TinyStories model.
-    "reference": Shape(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16, d_ff=1344, batch_size=4),
+    # The handout's TinyStories model (ModelConfig's defaults).
+    "reference": ModelConfig(),
     # Small enough that per-op overhead (Python, dispatch, tiny kernels) rather than matmuls dominates.
-    "small": Shape(vocab_size=1_000, context_length=64, d_model=128, num_layers=2, num_heads=4, d_ff=344, batch_size=8),
+    "small": ModelConfig(vocab_size=1_000, context_length=64, d_model=128, num_layers=2, num_heads=4, d_ff=344),
     # For checking that the scripts run at all.
-    "tiny": Shape(vocab_size=100, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64, batch_size=2),
+    "tiny": ModelConfig(vocab_size=100, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64),
 }
+BATCH_SIZES = {"reference": 4, "small": 8, "tiny": 2}  # sequences per step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +92,9 @@ class BuiltinBlock(nn.Module):
 
 
 class BuiltinLM(nn.Module):
-    def __init__(self, shape: Shape):
+    """The reference architecture only (pre-norm, RoPE, SwiGLU, untied head)."""
+
+    def __init__(self, shape: ModelConfig):
         super().__init__()
         d_k = shape.d_model // shape.num_heads
         self.token_embeddings = nn.Embedding(shape.vocab_size, shape.d_model)
@@ -130,12 +118,11 @@ class BuiltinLM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(shape: Shape, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable]]:
+def build(shape: ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable]]:
     """The three contenders (model, optimizer, loss), all starting from the same weights."""
     torch.manual_seed(seed)
-    args = (shape.vocab_size, shape.context_length, shape.d_model, shape.num_layers, shape.num_heads, shape.d_ff, shape.rope_theta)
-    ref = TransformerLM(*args, device=device)
-    fused = TransformerLM(*args, device=device, fused=True)
+    ref = build_model(shape, device)
+    fused = build_model(dataclasses.replace(shape, fused=True), device)
     fused.load_state_dict(ref.state_dict())
     builtin = BuiltinLM(shape).to(device)
     builtin.load_state_dict(ref.state_dict())
@@ -170,11 +157,11 @@ def check_same_function(contenders, x: Tensor) -> None:
         assert err < 1e-3, f"{name} differs from builtin by {err}"
 
 
-def bench(name: str, shape: Shape, rounds: int, steps: int | None) -> dict[str, float]:
+def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: int | None) -> dict[str, float]:
     contenders = build(shape)
     g = torch.Generator().manual_seed(1)
-    x = torch.randint(shape.vocab_size, (shape.batch_size, shape.context_length), generator=g)
-    y = torch.randint(shape.vocab_size, (shape.batch_size, shape.context_length), generator=g)
+    x = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
+    y = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
     check_same_function(contenders, x)
     for m, opt, loss_fn in contenders.values():  # warm-up: allocator, optimizer state
         train_step(m, opt, loss_fn, x, y)
@@ -193,8 +180,8 @@ def bench(name: str, shape: Shape, rounds: int, steps: int | None) -> dict[str, 
                 train_step(m, opt, loss_fn, x, y)
             walls[n].append((time.perf_counter() - wall) / steps)
             times[n].append((time.process_time() - cpu) / steps)
-    tokens = shape.batch_size * shape.context_length
-    print(f"\n{name}: {shape}  ({tokens} tokens/step, {rounds} rounds x {steps} steps)")
+    tokens = batch_size * shape.context_length
+    print(f"\n{name}: {shape}, batch {batch_size}  ({tokens} tokens/step, {rounds} rounds x {steps} steps)")
     print(f"{'model':<11} {'CPU s/step':>10} {'wall s/step':>11} {'tokens/s':>9} {'CPU ratio':>9} {'wall ratio':>10}")
     ratios = {}
     for n in names:
@@ -219,10 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results = {}
     try:
         for name in a.config:
-            shape = CONFIGS[name]
-            if a.batch_size:
-                shape = Shape(**{**shape.__dict__, "batch_size": a.batch_size})
-            results[name] = bench(name, shape, a.rounds, a.steps)
+            results[name] = bench(name, CONFIGS[name], a.batch_size or BATCH_SIZES[name], a.rounds, a.steps)
     finally:
         torch.set_num_threads(threads_before)  # main() is also called from the tests
     return results

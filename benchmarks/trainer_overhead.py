@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping  # noqa: E402
-from cs336.training.config import TrainConfig, load_config  # noqa: E402
-from cs336.training.data import load_tokens  # noqa: E402
-from cs336.training.runlog import read_log  # noqa: E402
-from cs336.training.trainer import _autocast, build_model, resolve_device, train  # noqa: E402
+from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
+from cs336.paths import CONFIGS_DIR
+from cs336.training.config import TrainConfig, load_config
+from cs336.training.data import load_tokens
+from cs336.training.runlog import read_log
+from cs336.training.trainer import _autocast, build_model, resolve_device, train
 
 
 def bare_loop(cfg: TrainConfig, data: np.ndarray, warmup: int, steps: int) -> tuple[list[float], float]:
@@ -98,7 +96,7 @@ BOOKKEEPING: list[float] = []  # per trainer run: the fraction of wall time outs
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"))
+    ap.add_argument("--config", default=str(CONFIGS_DIR / "demo.toml"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=5)

@@ -1,9 +1,10 @@
 """Counting a Transformer LM's cost on paper: parameters, FLOPs and AdamW training memory.
 
-Everything here is arithmetic on the model's shape (a `ModelShape`, built from numbers, a config
-dict or an instantiated `TransformerLM`), so it works for GPT-2 XL without allocating it. The tests
-check each count against the real thing: parameters against `sum(p.numel())`, FLOPs against
-`torch.utils.flop_counter.FlopCounterMode`, memory against what autograd keeps for a training step.
+Everything here is arithmetic on the model's shape (a `ModelConfig`, the `[model]` table of a
+training config; a dict of its keys or an instantiated `TransformerLM` do too), so it works for
+GPT-2 XL without allocating it. The tests check each count against the real thing: parameters
+against `sum(p.numel())`, FLOPs against `torch.utils.flop_counter.FlopCounterMode`, memory against
+what autograd keeps for a training step.
 
 >>> xl = GPT2_SHAPES["xl"]
 >>> num_parameters(xl)
@@ -26,70 +27,41 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any
+
+from cs336.errors import CS336Error
+from cs336.model.config import ModelConfig
 
 # The handout's AdamW update, element-wise operations per parameter:
 # m (3: β₁m, (1−β₁)g, add), v (4: g², (1−β₂)g², β₂v, add), θ −= α_t m/(√v+ε) (5), θ −= lr·λ·θ (2).
 ADAMW_FLOPS_PER_PARAMETER = 14
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """The numbers that fix a TransformerLM's cost (the architecture switches of `TransformerLM`)."""
+def model_config(model: Any) -> ModelConfig:
+    """The validated `ModelConfig` of a `ModelConfig`, a dict of its keys (missing ones take its
+    defaults; `device` and `dtype`, arguments of `TransformerLM`, are ignored) or a `TransformerLM`
+    instance (meta-device ones included)."""
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    if isinstance(model, ModelConfig):
+        config = model
+    elif isinstance(model, dict):
+        unknown = set(model) - set(fields) - {"device", "dtype"}
+        if unknown:
+            raise CS336Error(f"unknown model keys {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
+        config = ModelConfig(**{k: v for k, v in model.items() if k in fields})
+    else:
+        config = ModelConfig(**{f: getattr(model, f) for f in fields if hasattr(model, f)})
+    config.validate()
+    return config
 
-    vocab_size: int
-    context_length: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
-    norm: str = "pre"  # "pre" | "post" | "none": "none" drops every RMSNorm, final one included
-    position: str = "rope"  # "rope" | "nope": RoPE has no parameters and no matmuls either way
-    ffn: str = "swiglu"  # "swiglu" (w1, w2, w3 of width d_ff) | "silu" (w1, w2 of width silu_d_ff)
-    silu_d_ff: int | None = None  # width of the SiLU FFN; None means 4·d_model, as in the model
-    tie_embeddings: bool = False  # the LM head is the embedding matrix: counted once
 
-    def __post_init__(self):
-        for name, value, choices in (("norm", self.norm, ("pre", "post", "none")), ("position", self.position, ("rope", "nope")), ("ffn", self.ffn, ("swiglu", "silu"))):
-            if value not in choices:
-                raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
-        if self.ffn == "silu" and self.silu_d_ff is None:  # one spelling of the default, so shapes compare equal
-            object.__setattr__(self, "silu_d_ff", 4 * self.d_model)
-
-    @property
-    def ffn_width(self) -> int:
-        """The FFN's hidden width: d_ff for SwiGLU, silu_d_ff (default 4·d_model) for SiLU."""
-        return self.d_ff if self.ffn == "swiglu" else self.silu_d_ff
-
-    @property
-    def ffn_matrices(self) -> int:
-        return 3 if self.ffn == "swiglu" else 2
-
-    @classmethod
-    def of(cls, model: Any) -> ModelShape:
-        """A shape from a `ModelShape`, a config dict (keys of `TransformerLM`; `rope_theta` and the
-        like are ignored) or a `TransformerLM` instance (meta-device ones included)."""
-        if isinstance(model, cls):
-            return model
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if isinstance(model, dict):
-            ignored = {"rope_theta", "theta", "device", "dtype", "fused"}
-            unknown = set(model) - fields - ignored
-            if unknown:
-                raise ValueError(f"unknown model keys {sorted(unknown)}; valid: {', '.join(sorted(fields))}")
-            return cls(**{k: v for k, v in model.items() if k in fields})
-        values = {f: getattr(model, f) for f in fields if hasattr(model, f)}
-        if values.get("ffn") == "silu":
-            values["silu_d_ff"] = model.layers[0].ffn.w1.weight.shape[0] if len(model.layers) else None
-        return cls(**values)
+def _ffn_matrices(s: ModelConfig) -> int:
+    return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU: w1, w2
 
 
 # GPT-2's shapes with the handout's architecture (SwiGLU with d_ff = 4·d_model, untied head).
-GPT2_SHAPES: dict[str, ModelShape] = {
-    name: ModelShape(vocab_size=50257, context_length=1024, d_model=d, num_layers=n, num_heads=h, d_ff=4 * d)
+GPT2_SHAPES: dict[str, ModelConfig] = {
+    name: ModelConfig(vocab_size=50257, context_length=1024, d_model=d, num_layers=n, num_heads=h, d_ff=4 * d)
     for name, n, d, h in (("small", 12, 768, 12), ("medium", 24, 1024, 16), ("large", 36, 1280, 20), ("xl", 48, 1600, 25))
 }
 
@@ -98,16 +70,16 @@ GPT2_SHAPES: dict[str, ModelShape] = {
 def parameter_counts(model: Any) -> dict[str, int]:
     """Parameters by component, summed over layers; a tied LM head counts zero (it is the embedding).
 
-    >>> parameter_counts(ModelShape(100, 16, 8, 1, 2, 24))
+    >>> parameter_counts(ModelConfig(100, 16, 8, 1, 2, 24))
     {'token_embeddings': 800, 'attention': 256, 'ffn': 576, 'norms': 24, 'lm_head': 800}
     """
-    s = ModelShape.of(model)
+    s = model_config(model)
     d, n = s.d_model, s.num_layers
     norms_per_layer = 0 if s.norm == "none" else 2
     return {
         "token_embeddings": s.vocab_size * d,
         "attention": n * 4 * d * d,  # q, k, v, output projections
-        "ffn": n * s.ffn_matrices * d * s.ffn_width,
+        "ffn": n * _ffn_matrices(s) * d * s.ffn_width,
         "norms": (n * norms_per_layer + (0 if s.norm == "none" else 1)) * d,
         "lm_head": 0 if s.tie_embeddings else s.vocab_size * d,
     }
@@ -126,7 +98,7 @@ def forward_flops(model: Any, seq_len: int | None = None, batch_size: int = 1) -
     tokens T = batch·seq; QKV 3·2·T·d², scores (QKᵀ) 2·batch·seq²·d (all heads together),
     weighted sum 2·batch·seq²·d, output projection 2·T·d², FFN (2 or 3)·2·T·d·d_ff, LM head 2·T·d·V.
     """
-    s = ModelShape.of(model)
+    s = model_config(model)
     seq = s.context_length if seq_len is None else seq_len
     t, d, n = batch_size * seq, s.d_model, s.num_layers
     return {
@@ -134,7 +106,7 @@ def forward_flops(model: Any, seq_len: int | None = None, batch_size: int = 1) -
         "attention_scores": n * 2 * batch_size * seq * seq * d,
         "attention_weighted_sum": n * 2 * batch_size * seq * seq * d,
         "output_projection": n * 2 * t * d * d,
-        "ffn": n * s.ffn_matrices * 2 * t * d * s.ffn_width,
+        "ffn": n * _ffn_matrices(s) * 2 * t * d * s.ffn_width,
         "lm_head": 2 * t * d * s.vocab_size,
     }
 
@@ -173,7 +145,7 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None) -
     SiLU(W1x)⊙W3x T·d_ff, which W2's backward needs. After the blocks: final RMSNorm T·d, output
     embedding (logits) T·V, cross-entropy on the logits (the softmax it keeps) T·V.
     """
-    s = ModelShape.of(model)
+    s = model_config(model)
     seq = s.context_length if seq_len is None else seq_len
     t, d, n, w, v = batch_size * seq, s.d_model, s.num_layers, s.ffn_width, s.vocab_size
     norms = 0 if s.norm == "none" else 1

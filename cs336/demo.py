@@ -25,8 +25,8 @@ from cs336.data import corpus_path, read_head
 from cs336.errors import CS336Error
 from cs336.outputs import output_dir
 from cs336.paths import CONFIGS_DIR
+from cs336.tokenization import END_OF_TEXT
 
-EOT = "<|endoftext|>"
 DEFAULT_CONFIG = CONFIGS_DIR / "demo.toml"
 
 
@@ -73,12 +73,12 @@ def run_demo(
 
     # 2. a byte-level BPE tokenizer, saved beside the run
     t = time.perf_counter()
-    vocab, merges = train_bpe(train_txt, vocab_size, [EOT], num_workers=2, progress=progress)
-    tokenizer = Tokenizer(vocab, merges, [EOT])
+    vocab, merges = train_bpe(train_txt, vocab_size, [END_OF_TEXT], num_workers=2, progress=progress)
+    tokenizer = Tokenizer(vocab, merges, [END_OF_TEXT])
     run_dir.mkdir(parents=True)
     tokenizer.save(run_dir / VOCAB_FILE, run_dir / MERGES_FILE)
     times["bpe"] = time.perf_counter() - t
-    longest = max((t for t in vocab.values() if t != EOT.encode()), key=len)
+    longest = max((t for t in vocab.values() if t != END_OF_TEXT.encode()), key=len)
     log(f"[2/4] BPE: {len(vocab):,} tokens ({len(merges):,} merges) in {times['bpe']:.1f} s; longest token {longest.decode('utf-8', 'replace')!r}")
 
     # 3. token ids

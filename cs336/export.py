@@ -36,9 +36,9 @@ import torch
 from torch import Tensor
 
 from cs336.errors import CS336Error
-from cs336.generation import EOS_TOKEN
 from cs336.model.transformer import TransformerLM
 from cs336.outputs import output_dir
+from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import token_to_string
 
 
@@ -188,14 +188,14 @@ def save_hf(model: TransformerLM, out_dir: str | os.PathLike, *, tokenizer=None)
         eos = None
         if tokenizer is not None:
             specials = list(getattr(tokenizer, "special_tokens", None) or [])
-            eos = next((i for i, t in tokenizer.vocab.items() if t == EOS_TOKEN.encode()), None)
+            eos = next((i for i, t in tokenizer.vocab.items() if t == END_OF_TEXT.encode()), None)
             spec = tokenizer_json(tokenizer.vocab, tokenizer.merges, specials)
             (stage / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
             # For `transformers.AutoTokenizer`: which token ends a text, and decode without the
             # "clean-up" that would drop spaces before punctuation.
             tok_config = {
                 "tokenizer_class": "PreTrainedTokenizerFast",
-                "eos_token": EOS_TOKEN if eos is not None else None,
+                "eos_token": END_OF_TEXT if eos is not None else None,
                 "model_max_length": model.context_length,
                 "clean_up_tokenization_spaces": False,
             }

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from cs336.errors import CS336Error
 from cs336.model.functional import softmax
 from cs336.model.kv_cache import KVCache, LayerKVCache
+from cs336.tokenization import END_OF_TEXT
 
 __all__ = [
     "KVCache",
@@ -40,10 +41,7 @@ __all__ = [
     "window_start",
     "sample_ids",
     "generate",
-    "EOS_TOKEN",
 ]
-
-EOS_TOKEN = "<|endoftext|>"
 
 
 def next_token_distribution(
@@ -224,7 +222,7 @@ def generate(
 
 def tokenizer_eos_id(tokenizer) -> int | None:
     """The id of `<|endoftext|>` when the tokenizer treats it as one special token, else None."""
-    ids = tokenizer.encode(EOS_TOKEN)
+    ids = tokenizer.encode(END_OF_TEXT)
     return ids[0] if len(ids) == 1 else None
 
 

@@ -29,12 +29,13 @@ import torch
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.tokenization.tokenizer import Tokenizer, load_tokenizer
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import ModelConfig, TrainConfig, load_config, resolve_path
 
-DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+DEFAULT_SPECIAL_TOKENS = (END_OF_TEXT,)
 CONFIG, CONFIG_TOML, LOG, SUMMARY, CHECKPOINTS = "config.json", "config.toml", "log.jsonl", "summary.json", "checkpoints"
 _CHECKPOINT_RE = re.compile(r"^step_(\d{7,})\.pt$")
 # A run is over when its summary says so; anything else (no summary, "running", "interrupted") is

@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 
 from cs336 import AdamW, TransformerLM, save_checkpoint
+from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
-
-EOS = "<|endoftext|>"
 
 
 def gpt2_bpe(data_dir: Path, num_merges: int | None = None):
@@ -23,7 +22,7 @@ def gpt2_bpe(data_dir: Path, num_merges: int | None = None):
         return vocab, merges
     n = 256 + num_merges
     small = {i: vocab[i] for i in range(n)}
-    small[n] = EOS.encode()
+    small[n] = END_OF_TEXT.encode()
     return small, merges[:num_merges]
 
 

@@ -8,17 +8,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from cs336 import AdamW, TransformerLM, cross_entropy
 from cs336.accounting import (
     GPT2_SHAPES,
-    ModelShape,
     activation_counts,
     adamw_memory,
     adamw_memory_linear,
     backward_flops,
     forward_flops,
     largest_batch,
+    model_config,
     num_parameters,
     parameter_counts,
     training_step_flops,
 )
+from cs336.errors import CS336Error
+from cs336.training.config import load_config
+from cs336.training.trainer import build_model
 
 BASE = dict(vocab_size=97, context_length=24, d_model=32, num_layers=2, num_heads=4, d_ff=88)
 ABLATIONS = [
@@ -48,14 +51,13 @@ def test_parameter_count_equals_instantiated_model(ablation):
     cfg = {**BASE, **ablation}
     model = _model(cfg)
     assert num_parameters(cfg) == sum(p.numel() for p in model.parameters())
-    assert ModelShape.of(model) == ModelShape.of(cfg)  # reading the shape off a model agrees too
+    assert model_config(model) == model_config(cfg)  # reading the shape off a model agrees too
 
 
 @pytest.mark.parametrize("name", list(GPT2_SHAPES))
 def test_gpt2_parameter_counts_equal_meta_device_models(name):
     shape = GPT2_SHAPES[name]
-    fields = {k: getattr(shape, k) for k in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")}
-    model = _model(fields, device="meta")  # no memory: shapes only
+    model = build_model(shape, device="meta")  # the trainer builds the same config: no memory, shapes only
     assert num_parameters(shape) == sum(p.numel() for p in model.parameters())
     by_name = {"token_embeddings": model.token_embeddings.weight.numel(), "lm_head": model.lm_head.weight.numel()}
     counts = parameter_counts(shape)
@@ -64,8 +66,24 @@ def test_gpt2_parameter_counts_equal_meta_device_models(name):
 
 
 def test_shape_from_a_dict_rejects_unknown_keys_and_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown model keys.*valid: context_length"):
-        ModelShape.of({**BASE, "d_modle": 3})
+    with pytest.raises(CS336Error, match="unknown model keys.*valid: context_length"):
+        model_config({**BASE, "d_modle": 3})
+
+
+@pytest.mark.parametrize("key, bad", [("norm", "layer"), ("position", "alibi"), ("ffn", "gelu")])
+def test_a_bad_architecture_choice_is_one_error_from_the_model_the_config_and_the_accounting(key, bad):
+    message = f"{key}='{bad}' is not one of"
+    with pytest.raises(CS336Error, match=message):
+        TransformerLM(**BASE, rope_theta=10000.0, **{key: bad})
+    with pytest.raises(CS336Error, match=f"model.{message}"):
+        load_config(None, ["max_steps=1", f"model.{key}={bad}"])
+    with pytest.raises(CS336Error, match=f"model.{message}"):
+        num_parameters({**BASE, key: bad})
+
+
+def test_an_impossible_shape_is_a_cs336_error_naming_the_keys():
+    with pytest.raises(CS336Error, match="model.d_model=32 must be divisible by model.num_heads=5"):
+        forward_flops({**BASE, "num_heads": 5})
 
 
 # ----------------------------------------------------------------------------------------- FLOPs

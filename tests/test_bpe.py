@@ -19,6 +19,7 @@ import regex
 from cs336.cli import main
 from cs336.data import tiktoken_gpt2
 from cs336.errors import CS336Error
+from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.bpe import _heap_key, _merge_pair, train_bpe
 from cs336.tokenization.files import load_vocab_merges, save_vocab_merges
 from cs336.tokenization.pretokenize import (
@@ -35,8 +36,6 @@ from cs336.tokenization.pretokenize import (
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import FIXTURES, TINYSTORIES  # noqa: E402
 from naive_bpe import naive_train_bpe  # noqa: E402
-
-EOT = "<|endoftext|>"
 
 
 def _slice(path: Path, start: int, length: int, tmp_path: Path, name: str) -> Path:

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
+from cs336.experiments.tiny import byte_tokens
 from cs336.runs import checkpoint_paths
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
 from cs336.training.trainer import train
-from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
+from engine_fixtures import subprocess_env, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +28,7 @@ def train_losses(run_dir) -> dict[int, float]:
 
 
 def test_two_ranks_follow_the_single_process_trajectory_and_resume_its_checkpoints(tmp_path):
-    tokens = byte_token_files(tmp_path / "tokens")
+    tokens = byte_tokens(tmp_path / "tokens")
     over = dict(checkpoint_interval=4, eval_interval=4, optim={"cosine_iters": 16})
     single = tiny_config(*tokens, tmp_path / "single", max_steps=16, **over)
     train(single, progress=False)
@@ -60,7 +61,7 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path, monkeyp
     from cs336.errors import CS336Error
     from cs336.training.distributed import DistInfo
 
-    tokens = byte_token_files(tmp_path / "tokens", n_train=5000, n_valid=5000)
+    tokens = byte_tokens(tmp_path / "tokens", n_bytes=5000)
     monkeypatch.setattr(trainer_module.distributed, "init", lambda device_type: DistInfo(0, 2, 0))
     with pytest.raises(CS336Error, match="batch_size=6 must be a multiple of world_size × grad_accum_steps = 2 × 2"):
         train(tiny_config(*tokens, tmp_path / "r", batch_size=6, grad_accum_steps=2), progress=False)

@@ -9,11 +9,12 @@ import pytest
 from cs336 import Tokenizer
 from cs336.cli import main
 from cs336.errors import CS336Error
-from cs336.tokenization.encode_file import _npy_header, encode_file, smallest_dtype
+from cs336.tokenization import END_OF_TEXT as EOT
+from cs336.tokenization.encode_file import _write_npy_header, encode_file, smallest_dtype
 from cs336.tokenization.pretokenize import chunk_boundaries
 
 from conftest import FIXTURES, TINYSTORIES
-from test_tokenizer import EOT, PIECES
+from test_tokenizer import PIECES
 
 GPT2_FILES = ["--vocab", str(FIXTURES / "gpt2_vocab.json"), "--merges", str(FIXTURES / "gpt2_merges.txt")]
 
@@ -62,14 +63,23 @@ def test_dtype_is_the_smallest_that_fits(tmp_path):
     assert ids.dtype == np.uint32 and ids.tolist() == [70_000, 99, 32, 70_000]
 
 
-@pytest.mark.parametrize("n", [0, 7, 10**12])
-def test_npy_header_reads_back_with_numpy(tmp_path, n):
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_the_npy_header_has_one_size_for_any_length_so_it_is_rewritten_in_place(tmp_path, dtype):
     path = tmp_path / "h.npy"
-    path.write_bytes(_npy_header(np.dtype(np.uint16), n) + b"\x01\x00" * min(n, 7))
-    if n <= 7:
-        arr = np.load(path, mmap_mode="r")
-        assert arr.shape == (n,) and arr.dtype == np.uint16
-    assert len(_npy_header(np.dtype(np.uint32), n)) % 64 == 0
+    with open(path, "wb") as f:
+        sizes = {_write_npy_header(f, np.dtype(dtype), n) for n in (0, 7, 10**12)}
+        f.seek(0)
+        _write_npy_header(f, np.dtype(dtype), 7)
+    assert sizes == {128}
+    path.write_bytes(path.read_bytes()[:128] + np.arange(7, dtype=dtype).tobytes())
+    assert np.load(path, mmap_mode="r").tolist() == list(range(7))
+
+
+def test_the_encoded_file_is_byte_for_byte_what_numpy_saves(gpt2, tmp_path):
+    encode_file(gpt2, TINYSTORIES / "TinyStories-valid-800K.txt", tmp_path / "ids.npy", workers=2, progress=False)
+    ids = np.load(tmp_path / "ids.npy")
+    np.save(tmp_path / "saved.npy", ids)
+    assert (tmp_path / "ids.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------

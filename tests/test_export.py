@@ -9,7 +9,8 @@ from cs336.data import tiktoken_gpt2
 from cs336.errors import CS336Error
 from cs336.export import llama_config, rope_adjacent_to_half, save_hf, tokenizer_json
 from cs336.runs import load_run
-from run_factory import EOS, gpt2_bpe, make_run
+from cs336.tokenization import END_OF_TEXT
+from run_factory import gpt2_bpe, make_run
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -79,14 +80,14 @@ def hf_tokenizer(vocab, merges, specials):
 
 def test_tokenizer_json_encodes_like_tiktoken_gpt2(data_dir):
     vocab, merges = gpt2_bpe(data_dir)
-    hf = hf_tokenizer(vocab, merges, [EOS])
+    hf = hf_tokenizer(vocab, merges, [END_OF_TEXT])
     gpt2 = tiktoken_gpt2()
     fixtures = [(data_dir / "cs336-fixtures" / f).read_text(encoding="utf-8") for f in ("address.txt", "german.txt", "tinystories_sample.txt")]
     for text in TEXTS + fixtures:
         assert hf.encode(text).ids == gpt2.encode(text, allowed_special="all")
 
 
-@pytest.mark.parametrize("specials", [[EOS], [EOS, EOS + EOS]])
+@pytest.mark.parametrize("specials", [[END_OF_TEXT], [END_OF_TEXT, END_OF_TEXT + END_OF_TEXT]])
 def test_tokenizer_json_encodes_like_our_tokenizer(data_dir, specials):
     vocab, merges = gpt2_bpe(data_dir, 300)
     ours = Tokenizer(vocab, merges, special_tokens=specials)
@@ -114,9 +115,9 @@ def test_cli_export_writes_a_directory_transformers_and_tokenizers_load(tmp_path
     ids = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids
     assert ids == tok.encode(text)
     auto = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
-    assert auto(text).input_ids == ids and auto.decode(ids) == text and auto.eos_token == EOS
+    assert auto(text).input_ids == ids and auto.decode(ids) == text and auto.eos_token == END_OF_TEXT
     llama = load_llama(out)
-    assert llama.config.eos_token_id == tok.encode(EOS)[0]
+    assert llama.config.eos_token_id == tok.encode(END_OF_TEXT)[0]
     # The exported model computes our logits. (An untrained model's logits are nearly tied, so
     # comparing greedy continuations here would test rounding, not the export.)
     with torch.no_grad():

@@ -13,8 +13,9 @@ from cs336.generation import (
     window_start,
 )
 from cs336.runs import load_model, load_run
+from cs336.tokenization import END_OF_TEXT
 from cs336.training.checkpoint import read_checkpoint
-from run_factory import EOS, gpt2_bpe, make_run
+from run_factory import gpt2_bpe, make_run
 
 VOCAB, CONTEXT = 61, 16
 
@@ -199,7 +200,7 @@ def test_empty_or_out_of_vocabulary_prompts_are_refused():
 @pytest.fixture(scope="module")
 def small_tokenizer(data_dir):
     vocab, merges = gpt2_bpe(data_dir, 200)
-    return Tokenizer(vocab, merges, special_tokens=[EOS])
+    return Tokenizer(vocab, merges, special_tokens=[END_OF_TEXT])
 
 
 def test_generate_returns_the_decoded_continuation(small_tokenizer):
@@ -208,7 +209,7 @@ def test_generate_returns_the_decoded_continuation(small_tokenizer):
     model = TransformerLM(len(tok.vocab), 32, 32, 2, 4, 64, 10000.0)
     prompt = "Once upon a time"
     ids = [s.token_id for s in sample_ids(model, tok.encode(prompt), 20, temperature=0.9, top_p=0.8, seed=5)]
-    eos = tok.encode(EOS)[0]
+    eos = tok.encode(END_OF_TEXT)[0]
     assert generate(model, tok, prompt, 20, temperature=0.9, top_p=0.8, seed=5, stop_at_eos=False) == tok.decode(ids)
     stop = ids.index(eos) if eos in ids else len(ids)
     assert generate(model, tok, prompt, 20, temperature=0.9, top_p=0.8, seed=5) == tok.decode(ids[:stop])

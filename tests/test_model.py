@@ -496,7 +496,8 @@ def test_gpu_benchmark_dry_run_executes_on_cpu():
     gpu = _load_benchmark("gpu_train_step")
     mfu = gpu.main(["--dry-run"])["tiny"]
     assert all(0 < v < 1 for v in mfu.values())
-    assert gpu.flops_per_token(gpu.CONFIGS["reference"], 10**6) == 6e6 + 12 * 4 * 256 * 512
+    n = 4 * (4 * 512 * 512 + 3 * 512 * 1344) + 512 * 10_000  # the matmuls' weights: attention, SwiGLU, LM head
+    assert gpu.flops_per_token(gpu.CONFIGS["reference"]) == 6 * n + 12 * 4 * 256 * 512  # the docstring's rule
 
 
 def test_adamw_benchmark_runs_and_checks_foreach_against_the_loop(capsys):

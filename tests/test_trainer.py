@@ -15,11 +15,12 @@ import cs336.training.trainer as trainer_module
 from cs336 import get_lr_cosine_schedule
 from cs336.cli import main
 from cs336.errors import CS336Error
+from cs336.experiments.tiny import byte_tokens
 from cs336.runs import checkpoint_paths, load_run_model
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.runlog import read_log
 from cs336.training.trainer import train
-from engine_fixtures import byte_token_files, subprocess_env, tiny_config  # noqa: F401 (fixtures)
+from engine_fixtures import subprocess_env, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +31,7 @@ EVAL_KEYS = {"step", "tokens", "wall_s", "val_loss", "val_ppl"}
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-    return byte_token_files(tmp_path_factory.mktemp("tokens"))
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
 
 
 def losses(run_dir) -> dict[int, float]:

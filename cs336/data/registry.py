@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.paths import data_dir, sample_path
+from cs336.tokenization import END_OF_TEXT
 
-EOT = b"<|endoftext|>"  # the document separator of both corpora
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def corpus_path(name: str, split: str = "train", *, allow_sample: bool = True) -
     )
 
 
-def read_head(path: str | os.PathLike, max_bytes: int, separator: bytes = EOT) -> bytes:
+def read_head(path: str | os.PathLike, max_bytes: int, separator: bytes = END_OF_TEXT.encode()) -> bytes:
     """The first `max_bytes` of a corpus, cut after its last complete document (at `separator`,
     else at a blank line), reading no more than that: a 2 GB corpus costs `max_bytes` of memory.
     A file no longer than `max_bytes` comes back whole."""

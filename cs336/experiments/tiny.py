@@ -1,6 +1,6 @@
 """A training run of a few seconds, for the notebooks' live checks and the tests: a 2-layer,
 32-wide model on the raw bytes (vocab 256, no tokenizer needed) of the shipped TinyStories sample,
-trained by the package's own trainer.
+trained by the package's own trainer. The tests start from `tiny_config` with their own overrides.
 
 >>> s = tiny_run("/tmp/tiny", "lr=0.03", "optim.lr=3e-2")     # doctest: +SKIP
 >>> s["status"], round(s["val_loss"], 1)                      # doctest: +SKIP
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cs336.data import CORPORA, sample_path
+from cs336.training.config import TrainConfig, load_config
 
 # Overrides of the trainer's defaults: 60 steps of 8 × 32 bytes, one evaluation at the end.
 TINY = (
@@ -43,17 +44,24 @@ def byte_tokens(workdir: str | Path, n_bytes: int = 300_000) -> tuple[Path, Path
     return paths[0], paths[1]
 
 
+def _paths(train: str | Path, valid: str | Path, run_dir: str | Path) -> list[str]:
+    return [f"data.train={json.dumps(str(train))}", f"data.valid={json.dumps(str(valid))}",
+            f"run_dir={json.dumps(str(run_dir))}"]
+
+
 def tiny_overrides(workdir: str | Path, name: str, *overrides: str) -> list[str]:
     """The `key=value` overrides of a tiny run named `name` in `workdir`, then the caller's."""
-    train, valid = byte_tokens(workdir)
-    paths = [f"data.train={json.dumps(str(train))}", f"data.valid={json.dumps(str(valid))}",
-             f"run_dir={json.dumps(str(Path(workdir) / name))}"]
-    return [*TINY, *paths, *overrides]
+    return [*TINY, *_paths(*byte_tokens(workdir), Path(workdir) / name), *overrides]
+
+
+def tiny_config(train: str | Path, valid: str | Path, run_dir: str | Path, *overrides: str) -> TrainConfig:
+    """The tiny run's config on the token files `train` and `valid` (see `byte_tokens`), written to
+    `run_dir`, with the caller's `key=value` overrides last."""
+    return load_config(None, [*TINY, *_paths(train, valid, run_dir), *overrides])
 
 
 def tiny_run(workdir: str | Path, name: str, *overrides: str) -> dict[str, Any]:
     """Train a tiny run (resuming it if it exists) and return its summary."""
-    from cs336.training.config import load_config
     from cs336.training.trainer import train
 
-    return train(load_config(None, tiny_overrides(workdir, name, *overrides)), progress=False)
+    return train(tiny_config(*byte_tokens(workdir), Path(workdir) / name, *overrides), progress=False)

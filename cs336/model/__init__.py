@@ -1,5 +1,6 @@
 """The Transformer LM and its layers."""
 
+from cs336.model.config import ModelConfig
 from cs336.model.functional import scaled_dot_product_attention, silu, softmax
 from cs336.model.layers import (
     Embedding,

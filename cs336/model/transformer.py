@@ -9,28 +9,21 @@ head. The ablations of the write-up are keyword-only switches that default to it
   SwiGLU's parameter count at d_ff = 8/3·d_model);
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
+
+The same arguments, as data, are a `cs336.model.config.ModelConfig`: what a config file's `[model]`
+table holds and what `cs336.accounting` counts.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from cs336.errors import CS336Error
+from cs336.model.config import FFN, FFNS, NORMS, POSITIONS, Norm, Position, check_choice
 from cs336.model.kv_cache import KVCache, LayerKVCache
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
-
-Norm = Literal["pre", "post", "none"]
-Position = Literal["rope", "nope"]
-FFN = Literal["swiglu", "silu"]
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise CS336Error(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 class TransformerBlock(nn.Module):
@@ -53,9 +46,9 @@ class TransformerBlock(nn.Module):
         fused: bool = False,
     ):
         super().__init__()
-        _check_choice("norm", norm, ("pre", "post", "none"))
-        _check_choice("position", position, ("rope", "nope"))
-        _check_choice("ffn", ffn, ("swiglu", "silu"))
+        check_choice("norm", norm, NORMS)
+        check_choice("position", position, POSITIONS)
+        check_choice("ffn", ffn, FFNS)
         self.norm = norm
         rope = position == "rope"
         self.attn = MultiHeadSelfAttention(
@@ -113,7 +106,7 @@ class TransformerLM(nn.Module):
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
-        self.tie_embeddings, self.fused = tie_embeddings, fused
+        self.silu_d_ff, self.tie_embeddings, self.fused = silu_d_ff, tie_embeddings, fused
         self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(

@@ -27,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 from tqdm import tqdm
 
 from cs336.errors import CS336Error
@@ -47,15 +48,14 @@ def smallest_dtype(vocab_size: int) -> np.dtype:
 # ---------------------------------------------------------------------------------------------
 # Writing a .npy file whose length is known only at the end
 # ---------------------------------------------------------------------------------------------
-_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place once the length is known
-
-
-def _npy_header(dtype: np.dtype, length: int) -> bytes:
-    """A NumPy format 1.0 header for a 1-D array, padded to `_HEADER_BYTES`."""
-    desc = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': ({length},), }}"
-    magic = b"\x93NUMPY\x01\x00"
-    pad = _HEADER_BYTES - len(magic) - 2 - len(desc) - 1
-    return magic + (_HEADER_BYTES - len(magic) - 2).to_bytes(2, "little") + (desc + " " * pad + "\n").encode("latin1")
+def _write_npy_header(f, dtype: np.dtype, length: int) -> int:
+    """Write NumPy's own header of a 1-D `.npy` array of `length` ids; return its size in bytes.
+    NumPy pads it with room for a length of up to 21 digits, so the header written first
+    (length 0) is rewritten in place once the length is known."""
+    start = f.tell()
+    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (length,)}
+    npy_format.write_array_header_1_0(f, header)
+    return f.tell() - start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,13 +147,14 @@ def encode_file(
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"encode {input_path.name}", disable=not progress)
     try:
         with open(tmp_path, "wb") as out:
-            out.write(_npy_header(dtype, 0))
+            header_bytes = _write_npy_header(out, dtype, 0)
             for (start, end), ids in zip(chunks, _map_in_order(tokenizer, str(input_path), dtype, chunks, workers)):
                 ids.tofile(out)
                 tokens += len(ids)
                 bar.update(end - start)
             out.seek(0)
-            out.write(_npy_header(dtype, tokens))
+            if _write_npy_header(out, dtype, tokens) != header_bytes:  # a NumPy without that room
+                raise CS336Error(f"numpy {np.__version__} cannot rewrite a .npy header in place; upgrade numpy")
         os.replace(tmp_path, output_path)
     finally:
         bar.close()

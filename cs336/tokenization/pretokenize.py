@@ -25,6 +25,9 @@ from cs336.errors import CS336Error
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
 
+# The special token that separates documents in TinyStories and OpenWebText (GPT-2's only one).
+END_OF_TEXT = "<|endoftext|>"
+
 
 def special_token_regex(special_tokens: list[str] | tuple[str, ...] | None) -> regex.Pattern | None:
     """A pattern matching any special token, longest first (so `<|a|><|a|>` wins over `<|a|>`)."""
@@ -326,6 +329,11 @@ def reset_peak_rss() -> None:
         pass
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process now (0 where /proc is unavailable)."""
+    return _rss_kib("VmRSS") * 1024
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process since `reset_peak_rss` (or since start)."""
     kib = _rss_kib("VmHWM")
@@ -342,7 +350,7 @@ _WORKER_START_RSS = 0
 def _worker_init() -> None:
     global _WORKER_START_RSS
     reset_peak_rss()
-    _WORKER_START_RSS = _rss_kib("VmRSS") * 1024
+    _WORKER_START_RSS = rss_bytes()
 
 
 def _count_chunks(

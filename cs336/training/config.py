@@ -1,6 +1,7 @@
 """A training run's configuration: dataclasses loaded from TOML, validated, saved beside the run.
 
-A config file has top-level run settings and three tables, `[model]`, `[optim]` and `[data]`:
+A config file has top-level run settings and three tables, `[model]` (a `ModelConfig`, from
+`cs336.model.config`), `[optim]` and `[data]`:
 
     name = "tinystories"
     batch_size = 128          # sequences per optimizer step, summed over ranks and micro-batches
@@ -31,30 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from cs336.errors import CS336Error
+from cs336.model.config import ModelConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-@dataclass
-class ModelConfig:
-    """Arguments of `cs336.TransformerLM` (the handout's TinyStories model by default)."""
-
-    vocab_size: int = 10_000
-    context_length: int = 256
-    d_model: int = 512
-    num_layers: int = 4
-    num_heads: int = 16
-    d_ff: int = 1344  # ≈ 8/3 · d_model, rounded to a multiple of 64
-    rope_theta: float = 10_000.0
-    norm: str = "pre"  # "pre" | "post" | "none"
-    position: str = "rope"  # "rope" | "nope"
-    ffn: str = "swiglu"  # "swiglu" | "silu"
-    silu_d_ff: int | None = None  # width of the "silu" FFN; None = 4 · d_model
-    tie_embeddings: bool = False
-    fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 
 
 @dataclass
@@ -152,22 +135,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values a type check cannot: positivity, choices, divisibility, one run length."""
-        m, o = self.model, self.optim
+        self.model.validate()
+        o = self.optim
         checks = [
-            (m.vocab_size > 0, f"model.vocab_size={m.vocab_size} must be positive"),
-            (m.context_length > 0, f"model.context_length={m.context_length} must be positive"),
-            (m.d_model > 0, f"model.d_model={m.d_model} must be positive"),
-            (m.num_layers >= 0, f"model.num_layers={m.num_layers} must be non-negative"),
-            (m.d_ff > 0, f"model.d_ff={m.d_ff} must be positive"),
-            (m.num_heads > 0, f"model.num_heads={m.num_heads} must be positive"),
-            # (`or` short-circuits: the modulo runs only once num_heads is known to be positive)
-            (m.num_heads <= 0 or m.d_model % m.num_heads == 0, f"model.d_model={m.d_model} must be divisible by model.num_heads={m.num_heads}"),
-            (m.position != "rope" or m.num_heads <= 0 or (m.d_model // m.num_heads) % 2 == 0,
-             f"RoPE rotates pairs of dimensions: the head size model.d_model / model.num_heads = {m.d_model}/{m.num_heads} must be even"),
-            (m.position != "rope" or m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be positive"),
-            (m.norm in ("pre", "post", "none"), f"model.norm={m.norm!r} must be 'pre', 'post' or 'none'"),
-            (m.position in ("rope", "nope"), f"model.position={m.position!r} must be 'rope' or 'nope'"),
-            (m.ffn in ("swiglu", "silu"), f"model.ffn={m.ffn!r} must be 'swiglu' or 'silu'"),
             (o.lr >= 0 and o.min_lr >= 0, "optim.lr and optim.min_lr must be non-negative"),
             (o.warmup_iters >= 0, "optim.warmup_iters must be non-negative"),
             (all(0 <= b < 1 for b in o.betas), f"optim.betas={list(o.betas)} must lie in [0, 1)"),
@@ -218,6 +188,8 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """`value` as an instance of the annotation `tp`, or a CS336Error naming `key`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:  # a choice (model.norm, ...): its values' type here, the value in validate()
+        return _coerce(value, type(args[0]), key)
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:

@@ -21,6 +21,7 @@ import torch
 
 from cs336 import Tokenizer, runs, train_bpe
 from cs336.data import corpus_path
+from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.encode_file import encode_file
 from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.training.checkpoint import FORMAT, read_checkpoint
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "notebooks" / "assets" / "07_generation.toml"
 WORK = ROOT / "runs" / "07_generation"
 OUT = ROOT / "notebooks" / "assets" / "07_tinystories"
-SPECIALS = ["<|endoftext|>"]
+SPECIALS = [END_OF_TEXT]
 
 
 def main() -> None:
