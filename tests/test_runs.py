@@ -10,7 +10,8 @@ from cs336.cli import main
 from cs336.runs import CONFIG, CONFIG_TOML, LOG, checkpoint_path, checkpoint_paths
 from cs336.training.runlog import read_log
 from cs336.training.trainer import train
-from engine_fixtures import byte_token_files, tiny_config
+from cs336.experiments.tiny import byte_tokens
+from engine_fixtures import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +33,7 @@ def metrics(run_dir) -> list[dict]:
 
 
 def test_a_runs_config_toml_reruns_it_with_identical_losses(tmp_path):
-    train_ids, valid_ids = byte_token_files(tmp_path / "tokens")
+    train_ids, valid_ids = byte_tokens(tmp_path / "tokens")
     first = tmp_path / "first"
     train(tiny_config(train_ids, valid_ids, first, max_steps=6), progress=False)
     again = tmp_path / "again"
