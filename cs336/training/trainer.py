@@ -108,25 +108,6 @@ def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def write_checkpoint_atomic(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
-
-    A crash or a full disk leaves either the old file set or the new one, never a torn checkpoint.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            save_checkpoint(model, optimizer, step, f, extra=extra)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch wraps write errors in RuntimeError
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
-        raise CS336Error(f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact") from e
-
-
 def load_run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> tuple[TransformerLM, TrainConfig]:
     """The model of a run directory at its newest (or the given) checkpoint, and the run's config.
 
@@ -272,7 +253,8 @@ class _Trainer:
         return self.ckpt_dir / f"step_{self.state.step:07d}.pt"
 
     def _checkpoint(self) -> Path | None:
-        """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed.
+        """Rank 0 writes step_XXXXXXX.pt (atomically: `save_checkpoint`) and prunes old ones; every
+        rank learns if it failed.
 
         Checkpoints past this step can only be unreadable ones that resuming skipped (one of this
         very step is replaced): their steps are being redone, so they go too."""
@@ -290,15 +272,14 @@ class _Trainer:
             }
             try:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                write_checkpoint_atomic(path, self.model, self.optimizer, self.state.step, extra)
+                save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=extra)
                 paths = checkpoint_paths(self.run_dir)
                 done, redone = paths[: paths.index(path) + 1], paths[paths.index(path) + 1 :]
                 for old in done[: -self.cfg.keep_checkpoints] + redone:
                     old.unlink(missing_ok=True)
-            except CS336Error as e:
-                error = str(e)
-            except OSError as e:
-                error = f"cannot write checkpoint {path}: {e.strerror}; earlier checkpoints are intact"
+            except (OSError, RuntimeError) as e:  # torch wraps write errors in RuntimeError
+                reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+                error = f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact"
         error = distributed.broadcast_object(error, self.dist)
         if error:
             raise CS336Error(error)
