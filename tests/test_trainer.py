@@ -14,6 +14,7 @@ import torch
 
 import cs336.training.trainer as trainer_module
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
+from cs336.accounting import training_step_flops
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.training.checkpoint import read_checkpoint
@@ -138,6 +139,21 @@ def test_a_wall_clock_run_takes_its_learning_rates_from_the_budget_fraction(toke
         started = (r["step"] - 1) * step_s
         fraction = min(1.0, (started - warmup_end) / max(budget_s - warmup_end, 1e-9)) if r["step"] >= w else None
         assert r["lr"] == lr_schedule(cfg.optim, r["step"], budget_fraction=fraction), r
+
+
+def test_each_training_record_logs_tokens_per_second_and_mfu_against_the_configured_peak(tokens, tmp_path, fake_clock):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=7, log_interval=3, peak_tflops=2e-4)
+    train(cfg, progress=False)
+    flops = training_step_flops(cfg.model.__dict__, batch_size=cfg.batch_size, include_optimizer=False)
+    step_s, peak = fake_clock["step_s"], cfg.peak_tflops * 1e12
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "train_loss" in r]
+    assert [r["step"] for r in recs] == [1, 3, 6, 7] and all(set(r) == TRAIN_KEYS | {"mfu"} for r in recs)
+    for r in recs:  # each record measures the steps since the previous one: each took step_s
+        assert r["tokens_per_s"] == cfg.tokens_per_step / step_s
+        assert r["mfu"] == pytest.approx(flops / step_s / peak, rel=1e-12)
+    assert 0.1 < recs[0]["mfu"] < 10  # the peak was chosen to make this tiny model's MFU about 1
+    train(tiny_config(*tokens, tmp_path / "no_peak", max_steps=2), progress=False)
+    assert all("mfu" not in r for r in read_log(tmp_path / "no_peak" / "log.jsonl"))
 
 
 def test_sigkill_at_an_arbitrary_step_then_resume_gives_bit_identical_losses(tokens, tmp_path):

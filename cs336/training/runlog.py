@@ -7,7 +7,10 @@ Two kinds of record share the file (told apart by their keys):
     {"step": 100, "tokens": 819200, "wall_s": 12.9, "val_loss": 3.30, "val_ppl": 27.1}
 
 `step` counts finished optimizer steps, `tokens` the training tokens they consumed, `wall_s` the
-run's wall-clock seconds (summed over resumptions). A run killed at any moment leaves at most a
+run's wall-clock seconds (summed over resumptions). `tokens_per_s` is measured over the optimizer
+steps since the previous training record; with the config's `peak_tflops` a training record also
+carries `mfu`, the model FLOPs utilisation over those steps (`cs336.accounting` FLOPs per second
+÷ the peak of all devices). A run killed at any moment leaves at most a
 torn last line; `read_log` skips it and resuming cuts the log back to the checkpoint's step.
 
 >>> import tempfile, pathlib

@@ -20,8 +20,8 @@ wall-clock mode (`max_minutes`) the warm-up counts steps and the cosine runs on 
 budget elapsed since the warm-up ended, reaching `min_lr` exactly at the budget.
 
 `_Trainer.run` is the outline; `_loop` takes the steps; each other job has a section of its own:
-checkpoints, the wall-clock budget, evaluation, and logging (records with tokens/s; the progress
-bar).
+checkpoints, the wall-clock budget, evaluation, and logging (records with tokens/s and, given the
+device's `peak_tflops`, the model FLOPs utilisation; the progress bar).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
 from cs336.model import TransformerLM
 from cs336.training import distributed
@@ -158,6 +159,8 @@ class _Throughput:
     """The optimizer steps since the last training record and the seconds they took."""
 
     tokens_per_step: int
+    flops_per_step: int  # matmul FLOPs of forward and backward over the global batch
+    peak_flops: float | None  # FLOP/s of all ranks' devices together; None = no MFU
     steps: int = 0
     seconds: float = 0.0
 
@@ -166,9 +169,11 @@ class _Throughput:
         self.seconds += seconds
 
     def take(self) -> dict[str, float]:
-        """The window's tokens/s; a new window starts."""
+        """The window's tokens/s and model FLOPs utilisation (when the peak is known); a new window starts."""
         seconds = max(self.seconds, 1e-9)
         rates = {"tokens_per_s": round(self.steps * self.tokens_per_step / seconds, 1)}
+        if self.peak_flops is not None:
+            rates["mfu"] = self.steps * self.flops_per_step / seconds / self.peak_flops
         self.steps, self.seconds = 0, 0.0
         return rates
 
@@ -460,7 +465,9 @@ class _Trainer:
             unit="step" if by_steps else "s", desc=cfg.name, disable=not self.progress,
             dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
         )
-        self.throughput = _Throughput(cfg.tokens_per_step)
+        peak = cfg.peak_tflops * 1e12 * self.dist.world_size if cfg.peak_tflops is not None else None
+        flops = training_step_flops(self.model, batch_size=cfg.batch_size, include_optimizer=False)
+        self.throughput = _Throughput(cfg.tokens_per_step, flops, peak)
 
     def _close_outputs(self) -> None:
         self.bar.close()
