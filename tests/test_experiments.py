@@ -292,7 +292,12 @@ def test_cli_sweep_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
     assert capsys.readouterr().err.strip() == f"error: no such sweep file: {tmp_path / 'missing.toml'}"
     path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\nseed = [1]\n')
-    assert main(["sweep", str(path), "--parallel", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a usage mistake, caught while parsing the arguments
+        main(["sweep", str(path), "--parallel", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: argument --parallel: must be at least 1, got 0 (see `cs336 sweep --help`)"
+    with pytest.raises(CS336Error, match="--parallel must be at least 1, got 0"):  # the function checks it too
+        run_sweep(path, parallel=0)
 
 
 # --------------------------------------------------------------------------- figures
