@@ -19,7 +19,7 @@ import torch
 from cs336 import AdamW
 from cs336.paths import CONFIGS_DIR
 from cs336.training.config import load_config
-from cs336.training.trainer import build_model
+from cs336.runs import build_model
 
 
 def sync(device: torch.device) -> None:

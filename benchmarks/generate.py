@@ -32,7 +32,7 @@ import torch
 from cs336 import TransformerLM
 from cs336.generation import sample_ids
 from cs336.model import ModelConfig
-from cs336.training.trainer import build_model
+from cs336.runs import build_model
 
 SHAPE = ModelConfig()  # the handout's TinyStories model
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from cs336 import AdamW, cross_entropy
 from cs336.model import ModelConfig
-from cs336.training.trainer import build_model
+from cs336.runs import build_model
 
 CONFIGS = {
     # The handout's TinyStories model (ModelConfig's defaults).

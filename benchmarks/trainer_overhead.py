@@ -31,10 +31,11 @@ import torch
 
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
 from cs336.paths import CONFIGS_DIR
+from cs336.runs import build_model, resolve_device
 from cs336.training.config import TrainConfig, load_config
 from cs336.training.data import load_tokens
 from cs336.training.runlog import read_log
-from cs336.training.trainer import _autocast, build_model, resolve_device, train
+from cs336.training.trainer import _autocast, train
 
 
 def bare_loop(cfg: TrainConfig, data: np.ndarray, warmup: int, steps: int) -> tuple[list[float], float]:

@@ -12,8 +12,20 @@ import sys
 
 from cs336.errors import CS336Error
 
-# Help texts keep their line breaks (the examples) and show each option's default.
-_FORMAT = dict(formatter_class=argparse.RawDescriptionHelpFormatter)
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and examples, and ends each option's help with its
+    default. An option whose default is None or empty says in its help what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = "(default: " in text or action.default in (None, [], argparse.SUPPRESS)
+        if action.option_strings and action.nargs != 0 and not action.required and not shown:
+            text += " (default: %(default)s)"
+        return text
+
+
+_FORMAT = dict(formatter_class=_HelpFormatter)
 
 
 def _examples(*lines: str) -> str:
@@ -56,7 +68,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                          "cs336 data fetch tinystories --mirror /mnt/corpora   # copy, no network"),
     )
     f.add_argument("corpus", choices=["tinystories", "owt"], help="TinyStories V2 (GPT-4) train/valid, or the OpenWebText sample (gzip)")
-    f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading")
+    f.add_argument("--mirror", metavar="DIR", help="copy from this local directory instead of downloading (default: download)")
     f.add_argument("--dest", metavar="DIR", help="target directory (default: $CS336_DATA_DIR or data/)")
     f.set_defaults(func=_run_data_fetch)
     w = data_sub.add_parser(
@@ -108,10 +120,10 @@ def _add_train_bpe(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 training text")
-    p.add_argument("--vocab-size", required=True, type=int, metavar="N", help="bytes + merges + special tokens")
+    p.add_argument("--vocab-size", required=True, type=_positive_int, metavar="N", help="bytes + merges + special tokens")
     p.add_argument(
         "--special-token", action="append", default=[], metavar="T", dest="special_tokens",
-        help="a special token (repeatable), e.g. '<|endoftext|>'",
+        help="a special token (repeatable), e.g. '<|endoftext|>' (default: none)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
@@ -150,17 +162,18 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
         **_FORMAT,
         epilog=_examples("cs336 encode --tokenizer runs/tok-10k --input train.txt --out train.npy"),
     )
-    p.add_argument("--tokenizer", metavar="DIR", help="directory holding vocab.json and merges.txt (train-bpe output)")
-    p.add_argument("--vocab", metavar="FILE", help="GPT-2-format vocab.json (overrides DIR/vocab.json)")
-    p.add_argument("--merges", metavar="FILE", help="GPT-2-format merges.txt (overrides DIR/merges.txt)")
+    p.add_argument("--tokenizer", metavar="DIR", help="directory holding vocab.json and merges.txt, as train-bpe writes them "
+                   "(default: none; then give --vocab and --merges)")
+    p.add_argument("--vocab", metavar="FILE", help="GPT-2-format vocab.json (default: DIR/vocab.json)")
+    p.add_argument("--merges", metavar="FILE", help="GPT-2-format merges.txt (default: DIR/merges.txt)")
     p.add_argument("--input", required=True, metavar="FILE", help="UTF-8 text to encode")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
     p.add_argument(
         "--special-token", action="append", default=None, metavar="T",
-        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>'; "
-        "default: those in DIR/stats.json written by train-bpe, else none",
+        help="a special token, encoded as one id (repeatable), e.g. '<|endoftext|>' "
+        "(default: those in DIR/stats.json written by train-bpe, else none)",
     )
-    p.add_argument("--workers", type=int, default=None, metavar="K", help="processes (default: all cores)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="K", help="processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_encode)
 
@@ -169,8 +182,6 @@ def _run_encode(args: argparse.Namespace) -> int:
     from cs336.tokenization.encode_file import encode_file
     from cs336.tokenization.tokenizer import load_tokenizer
 
-    if args.workers is not None and args.workers < 1:
-        raise CS336Error(f"--workers must be at least 1, got {args.workers}")
     tokenizer = load_tokenizer(args.tokenizer, vocab=args.vocab, merges=args.merges, special_tokens=args.special_token)
     stats = encode_file(tokenizer, args.input, args.out, workers=args.workers, progress=not args.no_progress)
     print(stats)
@@ -193,24 +204,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config (e.g. configs/tinystories.toml), or a run's config.toml to rerun it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-3 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set optim.lr=3e-3 (repeatable; default: none)")
     p.add_argument("--run-dir", metavar="DIR", help="where the run's logs and checkpoints go (default: runs/<name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from cs336.training import distributed
     from cs336.training.config import load_config
     from cs336.training.trainer import train
-
-    import json
-    import os
 
     overrides = list(args.overrides) + ([f"run_dir={json.dumps(args.run_dir)}"] if args.run_dir else [])
     summary = train(load_config(args.config, overrides), progress=not args.no_progress)
     if summary["status"] != "finished":
         raise CS336Error(summary["message"] or f"run ended with status {summary['status']}")
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+    if distributed.from_environment().is_main:  # under torchrun, one line from rank 0
         val = f", val_loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
         print(f"finished step {summary['step']} ({summary['tokens']:,} tokens, {summary['wall_s']:.1f} s){val}; run dir: {summary['run_dir']}")
     return 0
@@ -240,13 +251,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_source(p)
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="tokens to sample at most (default: 256)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 = greedy (default: 1.0)")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass to keep (default: 1.0 = all)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="keep only the K most likely tokens")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=256, metavar="N", help="tokens to sample at most")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="softmax temperature; 0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus mass to keep; 1.0 = all")
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="keep only the K most likely tokens (default: all)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed")
     p.add_argument("--no-eos-stop", action="store_true", help="keep going past <|endoftext|>")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.set_defaults(func=_run_generate)
 
 
@@ -302,9 +313,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         epilog=_examples("cs336 sweep configs/sweeps/lr_cpu.toml --dry-run", "cs336 sweep configs/sweeps/lr_cpu.toml --parallel 2"),
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file, e.g. configs/sweeps/lr_cpu.toml")
-    p.add_argument("--parallel", type=int, default=1, metavar="N", help="train N points at a time (default: 1)")
+    p.add_argument("--parallel", type=_positive_int, default=1, metavar="N", help="train N points at a time")
     p.add_argument("--dry-run", action="store_true", help="list the points and what would run; train nothing")
-    p.add_argument("--out-dir", metavar="DIR", help="put the run directories here instead of the file's out_dir")
+    p.add_argument("--out-dir", metavar="DIR", help="put the run directories here (default: the sweep file's out_dir)")
     p.set_defaults(func=_run_sweep)
 
 
@@ -327,10 +338,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "wall-clock budget (configs/demo.toml) and sample a story. Output goes to runs/demo/.", **_FORMAT,
         epilog=_examples("cs336 demo", "cs336 demo --set max_minutes=0.5 --prompt 'The dog'"),
     )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory (default: runs/demo)")
-    p.add_argument("--vocab-size", type=int, default=2000, metavar="N", help="BPE vocabulary size (default: 2000)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training config value, e.g. --set max_minutes=1 (repeatable)")
-    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning (default: 'Once upon a time')")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="output directory")
+    p.add_argument("--vocab-size", type=_positive_int, default=2000, metavar="N", help="BPE vocabulary size")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a training config value, e.g. --set max_minutes=1 (repeatable; default: none)")
+    p.add_argument("--prompt", default="Once upon a time", help="the story's beginning")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -342,17 +353,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# Each section above defines `_add_<name>(sub)`; list them here (one line each) to register them.
-_SUBCOMMANDS = [
-    "_add_data",
-    "_add_train_bpe",
-    "_add_encode",
-    "_add_train",
-    "_add_generate",
-    "_add_export",
-    "_add_sweep",
-    "_add_demo",
-]
+# The subcommands, in the order `cs336 --help` lists them: each section above defines its `_add_*`.
+_SUBCOMMANDS = [_add_data, _add_train_bpe, _add_encode, _add_train, _add_generate, _add_export, _add_sweep, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  cs336 demo runs them all in a few minutes; `cs336 COMMAND --help` shows each one's options",
     )
     sub = parser.add_subparsers(dest="command", required=True, help="one stage of the pipeline")
-    for name in _SUBCOMMANDS:
-        globals()[name](sub)
+    for add in _SUBCOMMANDS:
+        add(sub)
     return parser
 
 

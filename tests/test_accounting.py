@@ -21,7 +21,7 @@ from cs336.accounting import (
 )
 from cs336.errors import CS336Error
 from cs336.training.config import load_config
-from cs336.training.trainer import build_model
+from cs336.runs import build_model
 
 BASE = dict(vocab_size=97, context_length=24, d_model=32, num_layers=2, num_heads=4, d_ff=88)
 ABLATIONS = [

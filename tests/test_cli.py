@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from cs336.cli import build_parser, main
+from cs336.cli import _positive_int, build_parser, main
 
 
 def subcommands():
@@ -36,6 +36,12 @@ def all_parsers(parser=None, prefix=()):
                 yield from all_parsers(child, (*prefix, name))
 
 
+def optional_with_a_value(parser, action) -> bool:
+    """An option that takes a value and may be left out (not one of a required either-or pair)."""
+    in_required_group = any(action in g._group_actions and g.required for g in parser._mutually_exclusive_groups)
+    return bool(action.option_strings) and action.nargs != 0 and not action.required and not in_required_group
+
+
 @pytest.mark.parametrize("words, parser", list(all_parsers()), ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
 def test_help_describes_the_command_and_every_option(words, parser, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -44,9 +50,28 @@ def test_help_describes_the_command_and_every_option(words, parser, capsys):
     assert parser.description, f"cs336 {' '.join(words)} has no description"
     for action in parser._actions:
         assert action.help, f"cs336 {' '.join(words)}: {action.option_strings or action.dest} has no help"
-        has_default = action.default not in (None, False, [], argparse.SUPPRESS) and not action.required
-        if has_default and action.option_strings:
-            assert "default" in action.help, f"cs336 {' '.join(words)} {action.option_strings[0]}: default not shown"
+
+
+@pytest.mark.parametrize("words, parser", list(all_parsers()), ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
+def test_every_option_that_may_be_left_out_shows_its_default(words, parser):
+    """As `--help` prints it: the value itself where there is one, else what happens without it."""
+    options = [a for a in parser._actions if optional_with_a_value(parser, a)]
+    for action in options:
+        shown = parser._get_formatter()._expand_help(action)
+        if action.default in (None, []):
+            assert "default: " in shown, f"cs336 {' '.join(words)} {action.option_strings[0]}: {shown!r}"
+        else:
+            assert f"(default: {action.default})" in shown, f"cs336 {' '.join(words)} {action.option_strings[0]}: {shown!r}"
+
+
+def test_every_count_option_takes_whole_numbers_from_one(capsys):
+    whole = {(*words, a.option_strings[0]): a.type for words, p in all_parsers() for a in p._actions if a.type in (int, _positive_int)}
+    assert [k for k, t in whole.items() if t is int] == [("generate", "--seed")]  # a seed may be 0: not a count
+    assert ("sweep", "--parallel") in whole and ("train-bpe", "--workers") in whole and ("encode", "--workers") in whole
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--run", "r", "--prompt", "p", "--max-new-tokens", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: argument --max-new-tokens: must be at least 1, got 0 (see `cs336 generate --help`)\n"
 
 
 def test_top_level_help_lists_commands_in_pipeline_order(capsys):

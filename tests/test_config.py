@@ -112,6 +112,9 @@ def test_values_of_the_wrong_type_name_the_key(tmp_path, override, key):
         (["optim.betas=[0.9, 1.0]"], ["betas"]),
         (["max_steps=0"], ["max_steps", "positive"]),
         (["max_steps=none"], ["exactly one"]),
+        (["peak_tflops=0"], ["peak_tflops=0", "positive"]),
+        (["peak_tflops=-989"], ["peak_tflops=-989", "positive"]),
+        (["peak_tflops=inf"], ["peak_tflops=inf", "positive"]),
     ],
 )
 def test_invalid_values_are_rejected_with_the_reason(tmp_path, overrides, words):

@@ -16,11 +16,12 @@ from engine_fixtures import subprocess_env, tiny_config
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def torchrun(nproc: int, config_path, *extra: str) -> None:
+def torchrun(nproc: int, config_path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "cs336", "train", "--config", str(config_path), "--no-progress", *extra]
     out = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
 
 
 def train_losses(run_dir) -> dict[int, float]:
@@ -38,7 +39,8 @@ def test_two_ranks_follow_the_single_process_trajectory_and_resume_its_checkpoin
     train(tiny_config(*tokens, tmp_path / "ddp", max_steps=8, **over), progress=False)
     cfg_path = tmp_path / "ddp.json"
     cfg_path.write_text(json.dumps(tiny_config(*tokens, tmp_path / "ddp", max_steps=16, grad_accum_steps=2, **over).to_dict()))
-    torchrun(2, cfg_path)
+    out = torchrun(2, cfg_path)
+    assert out.stdout.count("finished step 16") == 1  # rank 0 alone reports
 
     a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "ddp")
     assert sorted(b) == list(range(1, 17))  # rank 0 alone logs, each step once

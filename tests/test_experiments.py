@@ -261,6 +261,49 @@ def test_a_failing_point_is_reported_and_the_cli_exits_nonzero(fake_trainer, tmp
     assert "seed=13: failed (exit 3)" in out and "seed=0: finished" in out
 
 
+SLOW_TRAINER = r'''
+import json, os, sys, time
+from pathlib import Path
+run = Path(json.loads(sys.argv[1])["overrides"]["run_dir"])
+(run / "pid").write_text(str(os.getpid()))
+time.sleep(60)
+'''
+
+
+def test_ctrl_c_stops_the_running_points_and_starts_no_more(tmp_path, monkeypatch):
+    import os
+    import signal
+    import threading
+    import time
+
+    script = tmp_path / "slow_trainer.py"
+    script.write_text(SLOW_TRAINER)
+    monkeypatch.setattr(sweeps, "point_command", lambda sweep, point: [sys.executable, str(script), json.dumps({"overrides": sweep.overrides(point)})])
+    path = sweep_file(tmp_path, f"""
+        [sweep]
+        base = "base.toml"
+        out_dir = "{tmp_path / 'runs'}"
+        [grid]
+        seed = [1, 2, 3]
+    """)
+    pids = [tmp_path / "runs" / f"seed={s}" / "pid" for s in (1, 2)]
+
+    def ctrl_c_once_two_points_run():
+        while not all(p.exists() for p in pids):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_two_points_run, daemon=True).start()
+    started = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, parallel=2, log=lambda *_: None)
+    assert time.time() - started < 30  # the 60-second points were stopped, and waited for
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid.read_text()), 0)
+    assert not (tmp_path / "runs" / "seed=3").exists()  # the third point never started
+
+
 def test_a_point_whose_config_does_not_load_stops_the_sweep_before_training(fake_trainer, tmp_path):
     path = sweep_file(tmp_path, f"""
         [sweep]
@@ -279,7 +322,12 @@ def test_cli_sweep_reports_bad_input_as_one_line(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
     assert capsys.readouterr().err.strip() == f"error: no such sweep file: {tmp_path / 'missing.toml'}"
     path = sweep_file(tmp_path, '[sweep]\nbase = "base.toml"\n[grid]\nseed = [1]\n')
-    assert main(["sweep", str(path), "--parallel", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a usage mistake, caught while parsing the arguments
+        main(["sweep", str(path), "--parallel", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: argument --parallel: must be at least 1, got 0 (see `cs336 sweep --help`)"
+    with pytest.raises(CS336Error, match="--parallel must be at least 1, got 0"):  # the function checks it too
+        run_sweep(path, parallel=0)
 
 
 # --------------------------------------------------------------------------- figures

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,16 @@ import pytest
 import torch
 
 import cs336.training.trainer as trainer_module
-from cs336 import get_lr_cosine_schedule
+from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
+from cs336.accounting import training_step_flops
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.experiments.tiny import byte_tokens
-from cs336.runs import checkpoint_paths, load_run_model
+from cs336.runs import build_model, checkpoint_paths, load_run_model
 from cs336.training.checkpoint import read_checkpoint
+from cs336.training.config import OptimConfig
 from cs336.training.runlog import read_log
-from cs336.training.trainer import train
+from cs336.training.trainer import lr_schedule, train
 from engine_fixtures import subprocess_env, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,6 +74,88 @@ def test_logged_learning_rate_follows_the_cosine_schedule(tokens, tmp_path):
     for r in read_log(tmp_path / "run" / "log.jsonl"):
         assert r["lr"] == get_lr_cosine_schedule(r["step"], o.lr, o.min_lr, o.warmup_iters, 12)
     assert r["step"] == 12 and r["lr"] == o.min_lr  # the last update uses the minimum
+
+
+def test_the_trainer_takes_exactly_the_steps_of_a_plain_loop(tokens, tmp_path):
+    """The loop spelled out (seeded init, the seeded batch stream, the schedule, clipping, AdamW)
+    gives the trainer's losses to the last bit: the trainer adds bookkeeping, never arithmetic."""
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=10, eval_interval=4, checkpoint_interval=3)
+    train(cfg, progress=False)
+    o, L = cfg.optim, cfg.model.context_length
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    opt = AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    data, rng, expected = np.load(tokens[0]), np.random.default_rng(cfg.seed), {}
+    for step in range(1, 11):
+        for group in opt.param_groups:
+            group["lr"] = get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, 10)
+        x, y = get_batch(data, cfg.batch_size, L, "cpu", generator=rng)
+        loss = cross_entropy(model(x), y)
+        loss.backward()
+        gradient_clipping(model.parameters(), o.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        expected[step] = loss.item()
+    assert losses(tmp_path / "run") == expected
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The trainer's clock, moved only by training forward passes, each `clock["step_s"]` long, so
+    step times and the wall-clock schedule are exact."""
+    clock = {"now": 0.0, "step_s": 0.125}  # binary fractions: sums and differences are exact
+    real = trainer_module.cross_entropy
+
+    def timed(logits, targets, **options):
+        if torch.is_grad_enabled():
+            clock["now"] += clock["step_s"]
+        return real(logits, targets, **options)
+
+    monkeypatch.setattr(trainer_module, "cross_entropy", timed)
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    return clock
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1e-7, 4.9999e-7, 5e-7, 0.1, 1 / 3, 0.5, 0.7071, 0.999999, 0.9999996, 1.0])
+def test_the_wall_clock_cosine_is_the_cosine_of_the_budget_fraction(fraction):
+    """Equal to the bit to the schedule's first form: a cosine of 1,000,000 ticks after the warm-up,
+    at tick round(fraction × 1,000,000)."""
+    o = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_iters=7)
+    for step in (7, 8, 500):
+        ticks = o.warmup_iters + round(fraction * 1_000_000)
+        first_form = get_lr_cosine_schedule(ticks, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + 1_000_000)
+        assert lr_schedule(o, step, budget_fraction=fraction) == first_form
+    for step in range(o.warmup_iters):  # the warm-up counts steps, whatever the clock says
+        assert lr_schedule(o, step, budget_fraction=fraction) == lr_schedule(o, step, total_steps=1000) == step / 7 * o.lr
+    assert lr_schedule(o, 7, budget_fraction=1.0) == o.min_lr
+
+
+def test_a_wall_clock_run_takes_its_learning_rates_from_the_budget_fraction(tokens, tmp_path, fake_clock):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_minutes=3 / 60, eval_interval=5, checkpoint_interval=5)
+    summary = train(cfg, progress=False)
+    budget_s, w, step_s = cfg.max_minutes * 60, cfg.optim.warmup_iters, fake_clock["step_s"]
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "lr" in r]
+    assert summary["step"] == math.ceil(budget_s / step_s) == len(recs) and recs[-1]["wall_s"] >= budget_s
+    warmup_end = (w - 1) * step_s  # the clock when step `warmup_iters` starts
+    for r in recs:
+        started = (r["step"] - 1) * step_s
+        fraction = min(1.0, (started - warmup_end) / max(budget_s - warmup_end, 1e-9)) if r["step"] >= w else None
+        assert r["lr"] == lr_schedule(cfg.optim, r["step"], budget_fraction=fraction), r
+
+
+def test_each_training_record_logs_tokens_per_second_and_mfu_against_the_configured_peak(tokens, tmp_path, fake_clock):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=7, log_interval=3, peak_tflops=2e-4)
+    train(cfg, progress=False)
+    flops = training_step_flops(cfg.model.__dict__, batch_size=cfg.batch_size, include_optimizer=False)
+    step_s, peak = fake_clock["step_s"], cfg.peak_tflops * 1e12
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "train_loss" in r]
+    assert [r["step"] for r in recs] == [1, 3, 6, 7] and all(set(r) == TRAIN_KEYS | {"mfu"} for r in recs)
+    for r in recs:  # each record measures the steps since the previous one: each took step_s
+        assert r["tokens_per_s"] == cfg.tokens_per_step / step_s
+        assert r["mfu"] == pytest.approx(flops / step_s / peak, rel=1e-12)
+    assert 0.1 < recs[0]["mfu"] < 10  # the peak was chosen to make this tiny model's MFU about 1
+    train(tiny_config(*tokens, tmp_path / "no_peak", max_steps=2), progress=False)
+    assert all("mfu" not in r for r in read_log(tmp_path / "no_peak" / "log.jsonl"))
 
 
 def test_sigkill_at_an_arbitrary_step_then_resume_gives_bit_identical_losses(tokens, tmp_path):

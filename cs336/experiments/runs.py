@@ -77,7 +77,7 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     `final_val_loss` is the last evaluation (NaN or inf when the run diverged); `diverged` is true
     when the status says so or any logged loss is not finite.
     """
-    metrics = {"step", "tokens", "wall_s", "lr", "train_loss", "grad_norm", "tokens_per_s", "val_loss", "val_ppl", "kind"}
+    metrics = {"step", "tokens", "wall_s", "lr", "train_loss", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl", "kind"}
     config_cols = [c for c in df.columns if "." in c or c not in metrics | {"run", "status"}]
     rows = []
     for run, g in df.groupby("run", sort=False):

@@ -22,7 +22,13 @@ A sweep file is TOML:
 
 Each point is named from the values it sweeps (`lr=0.001`, `norm=none__lr=0.03`). Points whose run
 has ended (`summary.json` status finished or diverged) are skipped; others are (re)started and the
-trainer resumes them from their last checkpoint. Each point trains in its own subprocess, N at a time.
+trainer resumes them from their last checkpoint.
+
+Each point trains in a subprocess of its own, N at a time (a thread pool of N waits on them): a
+process reads `OMP_NUM_THREADS` once, when torch loads, so only a fresh one can take the thread
+count the sweep gives it; its output, C libraries' included, goes to the run's `sweep.log`; and a
+point that crashes or is killed ends as "failed (exit N)" while the others go on, where a dead
+worker would break a `ProcessPoolExecutor` and every point still in it.
 
 >>> points = expand({"optim.lr": [1e-3, 1e-2]}, [{"model.norm": "none"}], {})
 >>> [p.name for p in points]
@@ -38,7 +44,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,48 +310,59 @@ def run_sweep(
     if dry_run:
         return states
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
-    env = {**os.environ, "OMP_NUM_THREADS": threads}
     for dest in (sweep.out_dir, sweep.results_dir):
         if dest is not None:
             _write_sweep_info(sweep, dest, int(threads))
-
     todo = [p for p in sweep.points if states[p.name] not in DONE_STATUSES]
-    running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
-    results = dict(states)
+    runner = _PointRunner(sweep, {**os.environ, "OMP_NUM_THREADS": threads}, log)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        try:
+            for point, status in zip(todo, pool.map(runner.run, todo)):
+                states[point.name] = status
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            runner.stop()
+            raise
+    return states
 
-    def finish(name: str, proc: subprocess.Popen, started: float, handle) -> None:
-        handle.close()
-        point = next(p for p in sweep.points if p.name == name)
-        run_dir = sweep.run_dir(point)
-        status = run_status(run_dir) if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-        results[name] = status
-        log(f"  {name}: {status} in {time.time() - started:.0f} s" + ("" if proc.returncode == 0 else f"; see {run_dir / 'sweep.log'}"))
-        if sweep.results_dir is not None and proc.returncode == 0:
-            export_run(run_dir, sweep.results_dir / name)
 
-    try:
-        while todo or running:
-            while todo and len(running) < parallel:
-                point = todo.pop(0)
-                run_dir = sweep.run_dir(point)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                handle = open(run_dir / "sweep.log", "a")
-                proc = subprocess.Popen(point_command(sweep, point), stdout=handle, stderr=subprocess.STDOUT, env=env)
-                running[point.name] = (proc, time.time(), handle)
-                log(f"  {point.name}: started")
-            for name, (proc, started, handle) in list(running.items()):
-                if proc.poll() is not None:
-                    del running[name]
-                    finish(name, proc, started, handle)
-            if running:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        for proc, _, handle in running.values():
-            proc.terminate()
-            proc.wait()
-            handle.close()
-        raise
-    return results
+class _PointRunner:
+    """Trains points, each in a subprocess of its own; `stop` ends those running and any that start after."""
+
+    def __init__(self, sweep: Sweep, env: dict[str, str], log):
+        self.sweep, self.env, self.log = sweep, env, log
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def run(self, point: Point) -> str:
+        """Train one point; its status, or "failed (exit N)"."""
+        run_dir = self.sweep.run_dir(point)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        with open(run_dir / "sweep.log", "a") as out:
+            proc = subprocess.Popen(point_command(self.sweep, point), stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            with self._lock:
+                self._running.add(proc)
+                if self._stopped:
+                    proc.terminate()
+            self.log(f"  {point.name}: started")
+            code = proc.wait()
+            with self._lock:
+                self._running.discard(proc)
+        if self._stopped:
+            return "interrupted"
+        status = run_status(run_dir) if code == 0 else f"failed (exit {code})"
+        self.log(f"  {point.name}: {status} in {time.time() - started:.0f} s" + ("" if code == 0 else f"; see {run_dir / 'sweep.log'}"))
+        if self.sweep.results_dir is not None and code == 0:
+            export_run(run_dir, self.sweep.results_dir / point.name)
+        return status
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._running:
+                proc.terminate()
 
 
 def _main(argv: list[str]) -> int:

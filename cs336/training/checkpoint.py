@@ -41,8 +41,9 @@ def save_checkpoint(
 ) -> None:
     """Write model, optimizer and iteration (and `extra`) to a path or a binary file object.
 
-    A path is written to `<path>.tmp` and renamed over the target only when complete, so a run
-    killed while saving keeps its previous checkpoint."""
+    A path is written to a hidden temporary file beside it, flushed to disk and renamed over the
+    target only when complete, so a crash, a kill or a full disk while saving leaves the previous
+    file as it was."""
     payload = {
         "format": FORMAT,
         "model": _unwrap(model).state_dict(),
@@ -53,9 +54,13 @@ def save_checkpoint(
     if not isinstance(out, (str, os.PathLike)):
         torch.save(payload, out)
         return
-    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -86,6 +86,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     threads: int | None = None  # CPU threads for PyTorch ops; None = PyTorch's default (all cores)
     tf32: bool = True  # TF32 matmuls on CUDA
+    # One device's peak TFLOP/s at the run's dtype (e.g. 989 for an H100 SXM in bf16): with it, each
+    # training record logs `mfu`, the model FLOPs utilisation; None = no MFU in the log.
+    peak_tflops: float | None = None
     nan_policy: str = "stop"  # non-finite loss or gradient: "stop" the run, or "skip" the update
     max_nan_skips: int = 10  # with "skip": stop after this many skipped updates
     wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
@@ -153,6 +156,8 @@ class TrainConfig:
             (self.nan_policy in ("stop", "skip"), f"nan_policy={self.nan_policy!r} must be 'stop' or 'skip'"),
             (self.max_nan_skips >= 0, "max_nan_skips must be non-negative"),
             (self.threads is None or self.threads > 0, "threads must be positive"),
+            (self.peak_tflops is None or 0 < self.peak_tflops < math.inf,
+             f"peak_tflops={self.peak_tflops} must be a positive number of TFLOP/s (e.g. 989 for an H100 in bf16), or left out"),
             (self.data.dtype in (None, "uint16", "uint32"), f"data.dtype={self.data.dtype!r} must be 'uint16' or 'uint32'"),
         ]
         for ok, msg in checks:

@@ -37,13 +37,21 @@ class DistInfo:
 _OWNED = False  # whether `init` created the process group (and so `shutdown` may destroy it)
 
 
-def init(device_type: str) -> DistInfo:
-    """Join the process group torchrun described in the environment (no-op when not launched so)."""
-    global _OWNED
+def from_environment() -> DistInfo:
+    """This process's place among the ranks torchrun described in the environment (rank 0 of one
+    when not launched so); joins nothing."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init(device_type: str) -> DistInfo:
+    """Join the process group torchrun described in the environment (no-op when not launched so)."""
+    global _OWNED
+    info = from_environment()
+    if not info.enabled:
+        return info
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":

@@ -7,8 +7,11 @@ Two kinds of record share the file (told apart by their keys):
     {"step": 100, "tokens": 819200, "wall_s": 12.9, "val_loss": 3.30, "val_ppl": 27.1}
 
 `step` counts finished optimizer steps, `tokens` the training tokens they consumed, `wall_s` the
-run's wall-clock seconds (summed over resumptions). JSON has no NaN or infinity: a non-finite value
-(a diverged loss) is written as `null` and reads back as None (pandas shows it as NaN).
+run's wall-clock seconds (summed over resumptions). `tokens_per_s` is measured over the optimizer
+steps since the previous training record; with the config's `peak_tflops` a training record also
+carries `mfu`, the model FLOPs utilisation over those steps (`cs336.accounting` FLOPs per second
+÷ the peak of all devices). JSON has no NaN or infinity: a non-finite value (a diverged loss) is
+written as `null` and reads back as None (pandas shows it as NaN).
 
 A run killed at any moment leaves at most a torn last line; `read_log` skips it and resuming cuts
 the log back to the checkpoint's step. A bad line anywhere else means the file was damaged by

@@ -8,10 +8,14 @@ and, on the CPU, bit-identical losses. Each step:
     → forward (optionally bf16 autocast) → cross-entropy → backward (DDP averages gradients)
     → clip → non-finite check → AdamW step at the scheduled learning rate
 
-The update that completes step s (1-based) uses `get_lr_cosine_schedule(s, ...)`, so the last step
+The update that completes step s (1-based) uses `lr_schedule(optim, s, ...)`, so the last step
 of a run of `total` steps uses the minimum learning rate when `cosine_iters` is the run length. In
-wall-clock mode (`max_minutes`) the warm-up counts steps and the cosine runs on the clock, reaching
-`min_lr` exactly at the budget.
+wall-clock mode (`max_minutes`) the warm-up counts steps and the cosine runs on the fraction of the
+budget elapsed since the warm-up ended, reaching `min_lr` exactly at the budget.
+
+`_Trainer.run` is the outline; `_loop` takes the steps; each other job has a section of its own:
+checkpoints, the wall-clock budget, evaluation, and logging (records with tokens/s and, given the
+device's `peak_tflops`, the model FLOPs utilisation; the progress bar).
 """
 
 from __future__ import annotations
@@ -30,18 +34,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
 from cs336.runs import CHECKPOINTS, LOG, build_model, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
 from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
-from cs336.training.config import TrainConfig, resolve_path
+from cs336.training.config import OptimConfig, TrainConfig, resolve_path
 from cs336.training.data import get_batch, load_tokens
 from cs336.training.loss import cross_entropy
 from cs336.training.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336.training.runlog import RunLog, read_log, truncate_log
 
 _EVAL_STREAM = 0x5EED_E7A1  # the validation batches' seed stream, apart from training's
-_COSINE_CLOCK_TICKS = 1_000_000  # wall-clock mode: the cosine's resolution
+# Wall-clock mode: the cosine's position is rounded to a millionth of the budget, the resolution the
+# schedule has always had (far finer than the clock's jitter from one step to the next).
+_BUDGET_RESOLUTION = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,25 +69,6 @@ def open_tokens(path: str, cfg: TrainConfig, split: str) -> np.ndarray:
     return data
 
 
-def write_checkpoint_atomic(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
-
-    A crash or a full disk leaves either the old file set or the new one, never a torn checkpoint.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            save_checkpoint(model, optimizer, step, f, extra=extra)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch wraps write errors in RuntimeError
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
-        raise CS336Error(f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact") from e
-
-
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +81,50 @@ class _State:
     nan_skips: int
     rng: np.random.Generator  # the training batches' stream
     warmup_end_s: float | None  # wall-clock mode: when the warm-up ended
+
+
+@dataclass
+class _Throughput:
+    """The optimizer steps since the last training record and the seconds they took."""
+
+    tokens_per_step: int
+    flops_per_step: int  # matmul FLOPs of forward and backward over the global batch
+    peak_flops: float | None  # FLOP/s of all ranks' devices together; None = no MFU
+    steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.steps += 1
+        self.seconds += seconds
+
+    def take(self) -> dict[str, float]:
+        """The window's tokens/s and model FLOPs utilisation (when the peak is known); a new window starts."""
+        seconds = max(self.seconds, 1e-9)
+        rates = {"tokens_per_s": round(self.steps * self.tokens_per_step / seconds, 1)}
+        if self.peak_flops is not None:
+            rates["mfu"] = self.steps * self.flops_per_step / seconds / self.peak_flops
+        self.steps, self.seconds = 0, 0.0
+        return rates
+
+
+def lr_schedule(o: OptimConfig, step: int, *, total_steps: int | None = None, budget_fraction: float | None = None) -> float:
+    """The learning rate of the update that completes `step` (1-based): a linear warm-up over
+    `o.warmup_iters` steps, then a cosine from `o.lr` down to `o.min_lr`, either over steps (to
+    `o.cosine_iters`, else `total_steps`) or, in wall-clock mode, over `budget_fraction`: the
+    fraction of the time left after the warm-up that has elapsed (1 = the budget is spent).
+
+    >>> o = OptimConfig(lr=1.0, min_lr=0.0, warmup_iters=2)
+    >>> lr_schedule(o, 1, total_steps=10), lr_schedule(o, 10, total_steps=10)
+    (0.5, 0.0)
+    >>> lr_schedule(o, 1, budget_fraction=0.0), lr_schedule(o, 50, budget_fraction=0.5)
+    (0.5, 0.5)
+    """
+    if total_steps is not None:
+        return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.cosine_iters or total_steps)
+    if step < o.warmup_iters:
+        return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters)
+    fraction = round(budget_fraction * _BUDGET_RESOLUTION) / _BUDGET_RESOLUTION
+    return get_lr_cosine_schedule(fraction, o.lr, o.min_lr, 0, 1)
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -133,21 +165,29 @@ class _Trainer:
             torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda" and cfg.tf32:
             torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
-
-        self._wandb = None
-        if cfg.wandb and self.dist.is_main:
-            try:
-                import wandb
-            except ImportError:
-                raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
-            self._wandb = wandb
+        self._wandb = self._import_wandb()
 
         self.train_data = open_tokens(cfg.data.train, cfg, "train")
         self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and cfg.eval_batches > 0 else None
+        self._build_model()
+        self.state = _State(0, 0.0, 0, np.random.default_rng(cfg.seed), None)
+        self.resumed_from: Path | None = None
+        self.last_written: Path | None = None  # the checkpoint this process wrote last
+        self._resume()
 
+    def _import_wandb(self):
+        if not (self.cfg.wandb and self.dist.is_main):
+            return None
+        try:
+            import wandb
+        except ImportError:
+            raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
+        return wandb
+
+    def _build_model(self) -> None:
+        cfg, o = self.cfg, self.cfg.optim
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.device)
-        o = cfg.optim
         # On a GPU the multi-tensor update (bit-identical) saves ~8 kernel launches per parameter; on a
         # CPU the per-parameter loop is as fast or faster (benchmarks/README.md, "AdamW foreach").
         self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
@@ -158,11 +198,6 @@ class _Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = forward = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward = torch.compile(forward) if cfg.compile else forward
-
-        self.state = _State(0, 0.0, 0, np.random.default_rng(cfg.seed), None)
-        self.resumed_from: Path | None = None
-        self.last_written: Path | None = None  # the checkpoint this process wrote last
-        self._resume()
 
     # --- resume -------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -196,58 +231,68 @@ class _Trainer:
                      else "no readable checkpoint left: starting from step 0")
             print(f"warning: {'; '.join(unreadable)}; {start}", file=sys.stderr)
 
+    # --- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self) -> Path:
         """Where the checkpoint of the current step goes."""
         return checkpoint_path(self.run_dir, self.state.step)
 
+    def _checkpoint_extra(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "config": self.cfg.to_dict(),
+            "wall_s": s.wall_s,
+            "nan_skips": s.nan_skips,
+            "warmup_end_s": s.warmup_end_s,
+            "rng": s.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "world_size": self.dist.world_size,
+        }
+
     def _checkpoint(self) -> Path | None:
-        """Rank 0 writes step_XXXXXXX.pt atomically and prunes old ones; every rank learns if it failed.
+        """Rank 0 writes step_XXXXXXX.pt (atomically: `save_checkpoint`) and prunes old ones; every
+        rank learns if it failed.
 
         Checkpoints past this step can only be unreadable ones that resuming skipped (one of this
         very step is replaced): their steps are being redone, so they go too."""
         path = self._checkpoint_path()
         error = None
         if self.dist.is_main:
-            extra = {
-                "config": self.cfg.to_dict(),
-                "wall_s": self.state.wall_s,
-                "nan_skips": self.state.nan_skips,
-                "warmup_end_s": self.state.warmup_end_s,
-                "rng": self.state.rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "world_size": self.dist.world_size,
-            }
             try:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-                write_checkpoint_atomic(path, self.model, self.optimizer, self.state.step, extra)
+                save_checkpoint(self.model, self.optimizer, self.state.step, path, extra=self._checkpoint_extra())
                 paths = checkpoint_paths(self.run_dir)
                 done, redone = paths[: paths.index(path) + 1], paths[paths.index(path) + 1 :]
                 for old in done[: -self.cfg.keep_checkpoints] + redone:
                     old.unlink(missing_ok=True)
-            except CS336Error as e:
-                error = str(e)
-            except OSError as e:
-                error = f"cannot write checkpoint {path}: {e.strerror}; earlier checkpoints are intact"
+            except (OSError, RuntimeError) as e:  # torch wraps write errors in RuntimeError
+                reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+                error = f"cannot write checkpoint {path}: {reason}; earlier checkpoints are intact"
         error = distributed.broadcast_object(error, self.dist)
         if error:
             raise CS336Error(error)
         self.last_written = path
         return path
 
-    # --- schedule -----------------------------------------------------------------------------
-    def lr_at(self, step: int, wall_s: float) -> float:
-        """Learning rate of the update that completes `step` (1-based)."""
-        o = self.cfg.optim
-        if self.total is not None:
-            return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.cosine_iters or self.total)
-        if step < o.warmup_iters:
-            return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + 1)
-        if self.state.warmup_end_s is None:
-            self.state.warmup_end_s = wall_s
-        t0 = self.state.warmup_end_s
-        frac = min(1.0, (wall_s - t0) / max(self.budget_s - t0, 1e-9))
-        ticks = _COSINE_CLOCK_TICKS
-        return get_lr_cosine_schedule(o.warmup_iters + round(frac * ticks), o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + ticks)
+    # --- the wall-clock budget ----------------------------------------------------------------
+    def _clock(self) -> float:
+        """The run's wall-clock seconds. With a time budget the clock sets the learning rate and the
+        end, so every rank takes rank 0's reading (otherwise the ranks' weights would drift apart)."""
+        now = time.perf_counter() - self._t_origin
+        return now if self.budget_s is None else distributed.rank0_value(now, self.dist, self.device)
+
+    def _done(self) -> bool:
+        s = self.state
+        return (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
+
+    def _budget_fraction(self, step: int) -> float | None:
+        """Wall-clock mode, once the warm-up is over: the fraction of the time from the warm-up's end
+        to the budget that has elapsed at the start of `step`. The warm-up ends when it is first asked."""
+        s = self.state
+        if self.budget_s is None or step < self.cfg.optim.warmup_iters:
+            return None
+        if s.warmup_end_s is None:
+            s.warmup_end_s = s.wall_s
+        return min(1.0, (s.wall_s - s.warmup_end_s) / max(self.budget_s - s.warmup_end_s, 1e-9))
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -267,6 +312,16 @@ class _Trainer:
         self.model.train()
         total = distributed.mean_across_ranks(total, self.dist) * self.dist.world_size
         return float(total) / (cfg.eval_batches * cfg.batch_size)
+
+    def _evaluate_and_log(self) -> None:
+        if self.valid_data is None:
+            return
+        s = self.state
+        self.last_val, self.last_eval_step = self.evaluate(), s.step
+        self._emit({"step": s.step, "tokens": s.step * self.cfg.tokens_per_step, "wall_s": round(s.wall_s, 4),
+                    "val_loss": self.last_val, "val_ppl": math.exp(min(self.last_val, 700.0))})
+        if self.progress:
+            self.bar.write(f"step {s.step}: val_loss {self.last_val:.4f}")
 
     # --- one optimizer step -------------------------------------------------------------------
     def train_step(self, lr: float) -> tuple[float, float]:
@@ -297,13 +352,7 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_v, norm_v
 
-    # --- the run ------------------------------------------------------------------------------
-    def _clock(self, t_origin: float) -> float:
-        """The run's wall-clock seconds. With a time budget the clock sets the learning rate and the
-        end, so every rank takes rank 0's reading (otherwise the ranks' weights would drift apart)."""
-        now = time.perf_counter() - t_origin
-        return now if self.budget_s is None else distributed.rank0_value(now, self.dist, self.device)
-
+    # --- the run directory and the log --------------------------------------------------------
     def _prepare_run_dir(self) -> None:
         if not self.dist.is_main:
             return
@@ -317,23 +366,74 @@ class _Trainer:
         except OSError as e:
             raise CS336Error(f"cannot write to run directory {self.run_dir}: {e.strerror}") from e
 
-    def _open_log(self) -> RunLog | None:
-        if not self.dist.is_main:
-            return None
-        wandb_run = None
-        if self._wandb is not None:
-            wandb_run = self._wandb.init(project=self.cfg.wandb_project, name=self.cfg.name, config=self.cfg.to_dict(), dir=str(self.run_dir))
-        return RunLog(self.run_dir / LOG, wandb_run)
+    def _recall_results(self) -> None:
+        """The last losses and evaluation step the log holds (rank 0 reads it; every rank learns them)."""
+        past = read_log(self.run_dir / LOG) if self.dist.is_main else []
+        evals = [r for r in past if "val_loss" in r]
+        trains = [r for r in past if "train_loss" in r]
+        self.last_train = trains[-1]["train_loss"] if trains else None
+        last_eval = (evals[-1]["step"], evals[-1]["val_loss"]) if evals else (None, None)
+        self.last_eval_step, self.last_val = distributed.broadcast_object(last_eval, self.dist)
 
-    def _summary(self, status: str, last_train: float | None, last_val: float | None, message: str = "") -> dict[str, Any]:
+    def _open_outputs(self) -> None:
+        """The log (with Weights & Biases, when asked for), the progress bar and the throughput meter."""
+        from tqdm.auto import tqdm
+
+        cfg, s = self.cfg, self.state
+        self.log = None
+        if self.dist.is_main:
+            wandb_run = None
+            if self._wandb is not None:
+                wandb_run = self._wandb.init(project=cfg.wandb_project, name=cfg.name, config=cfg.to_dict(), dir=str(self.run_dir))
+            self.log = RunLog(self.run_dir / LOG, wandb_run)
+        by_steps = self.total is not None
+        self.bar = tqdm(
+            total=self.total if by_steps else round(self.budget_s),
+            initial=s.step if by_steps else min(round(s.wall_s), round(self.budget_s)),
+            unit="step" if by_steps else "s", desc=cfg.name, disable=not self.progress,
+            dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
+        )
+        peak = cfg.peak_tflops * 1e12 * self.dist.world_size if cfg.peak_tflops is not None else None
+        flops = training_step_flops(self.model, batch_size=cfg.batch_size, include_optimizer=False)
+        self.throughput = _Throughput(cfg.tokens_per_step, flops, peak)
+
+    def _close_outputs(self) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.write(record)
+
+    def _log_train(self, lr: float, loss: float, grad_norm: float, step_s: float, done: bool) -> None:
+        """A training record at the first and the last step, every `log_interval` steps and at every
+        non-finite one; the progress bar every step."""
+        cfg, s = self.cfg, self.state
+        self.throughput.add(step_s)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if s.step % cfg.log_interval == 0 or s.step == 1 or done or not finite:
+            self._emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4), "lr": lr,
+                        "train_loss": loss, "grad_norm": grad_norm, **self.throughput.take()})
+        if self.progress:
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{cfg.tokens_per_step / max(step_s, 1e-9):,.0f}", refresh=False)
+
+    def _advance_bar(self) -> None:
+        """One step on the bar of a run of known length; the seconds so far on a time budget's."""
+        if self.total is not None:
+            self.bar.update(1)
+        else:
+            self.bar.update(min(round(self.state.wall_s), round(self.budget_s)) - self.bar.n)
+
+    def _summary(self, status: str, message: str = "") -> dict[str, Any]:
         s = self.state
         summary = {
             "status": status,
             "step": s.step,
             "tokens": s.step * self.cfg.tokens_per_step,
-            "train_loss": last_train,
-            "val_loss": last_val,
-            "val_ppl": math.exp(last_val) if last_val is not None and last_val < 700 else None,
+            "train_loss": self.last_train,
+            "val_loss": self.last_val,
+            "val_ppl": math.exp(self.last_val) if self.last_val is not None and self.last_val < 700 else None,
             "wall_s": round(s.wall_s, 4),
             "nan_skips": s.nan_skips,
             "parameters": self.model.num_parameters(),
@@ -346,114 +446,82 @@ class _Trainer:
             write_summary(self.run_dir, summary)
         return summary
 
+    # --- the run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
-        cfg, s = self.cfg, self.state
+        """Train to the end of the run, evaluate and checkpoint the last step, write the summary."""
         self._prepare_run_dir()
         distributed.barrier(self.dist)
-        past = read_log(self.run_dir / LOG) if self.dist.is_main else []
-        evals = [r for r in past if "val_loss" in r]
-        trains = [r for r in past if "train_loss" in r]
-        last_val = evals[-1]["val_loss"] if evals else None
-        last_eval_step = evals[-1]["step"] if evals else None
-        last_train = trains[-1]["train_loss"] if trains else None
-        last_eval_step, last_val = distributed.broadcast_object((last_eval_step, last_val), self.dist)
-
-        log = self._open_log()
-        bar = tqdm(
-            total=self.total if self.total is not None else round(self.budget_s),
-            initial=s.step if self.total is not None else min(round(s.wall_s), round(self.budget_s)),
-            unit="step" if self.total is not None else "s", desc=cfg.name, disable=not self.progress,
-            dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
-        )
-
-        def emit(record: dict[str, Any]) -> None:
-            if log is not None:
-                log.write(record)
-
-        def run_eval() -> None:
-            nonlocal last_val, last_eval_step
-            if self.valid_data is None:
-                return
-            last_val, last_eval_step = self.evaluate(), s.step
-            emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4),
-                  "val_loss": last_val, "val_ppl": math.exp(min(last_val, 700.0))})
-            if self.progress:
-                bar.write(f"step {s.step}: val_loss {last_val:.4f}")
-
+        self._recall_results()
+        self._open_outputs()
         status, message = "finished", ""
-        t_origin = time.perf_counter() - s.wall_s  # wall_s continues across resumptions
-        window_tokens, window_time = 0, 0.0
+        self._t_origin = time.perf_counter() - self.state.wall_s  # wall_s continues across resumptions
         try:
-            if s.step == 0 and last_eval_step is None:
-                run_eval()
-            s.wall_s = self._clock(t_origin)
-            while True:  # the clock is read once per step, so the last record shows why the run ended
-                if self.total is not None and s.step >= self.total:
-                    break
-                if self.budget_s is not None and s.wall_s >= self.budget_s:
-                    break
-                t0 = time.perf_counter()
-                lr = self.lr_at(s.step + 1, s.wall_s)
-                loss, grad_norm = self.train_step(lr)
-                s.step += 1
-                dt = time.perf_counter() - t0
-                window_time += dt
-                window_tokens += cfg.tokens_per_step
-                s.wall_s = self._clock(t_origin)
-                done = (self.total is not None and s.step >= self.total) or (self.budget_s is not None and s.wall_s >= self.budget_s)
-
-                finite = math.isfinite(loss) and math.isfinite(grad_norm)
-                if finite:
-                    last_train = loss
-                else:
-                    s.nan_skips += 1
-                if s.step % cfg.log_interval == 0 or s.step == 1 or done or not finite:
-                    tps = window_tokens / max(window_time, 1e-9)
-                    emit({"step": s.step, "tokens": s.step * cfg.tokens_per_step, "wall_s": round(s.wall_s, 4), "lr": lr,
-                          "train_loss": loss, "grad_norm": grad_norm, "tokens_per_s": round(tps, 1)})
-                    window_tokens, window_time = 0, 0.0
-                if self.progress:
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):,.0f}", refresh=False)
-                if not finite:
-                    what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} ({loss if not math.isfinite(loss) else grad_norm}) at step {s.step}"
-                    if cfg.nan_policy == "stop" or s.nan_skips > cfg.max_nan_skips:
-                        good = checkpoint_paths(self.run_dir)
-                        status = "diverged"
-                        message = (f"{what}: run stopped (nan_policy={cfg.nan_policy!r}, {s.nan_skips} non-finite steps); "
-                                   f"last good checkpoint: {good[-1] if good else 'none'}; try a lower optim.lr")
-                        if self.progress:
-                            bar.write(message)
-                        break
-                    if self.progress:
-                        bar.write(f"{what}: update skipped ({s.nan_skips}/{cfg.max_nan_skips})")
-                if cfg.eval_interval and s.step % cfg.eval_interval == 0 and not done:
-                    run_eval()
-                    s.wall_s = self._clock(t_origin)
-                if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not done:
-                    self._checkpoint()
-                    s.wall_s = self._clock(t_origin)
-                if self.total is not None:
-                    bar.update(1)
-                else:
-                    bar.update(min(round(s.wall_s), round(self.budget_s)) - bar.n)
-
+            if self.state.step == 0 and self.last_eval_step is None:
+                self._evaluate_and_log()
+            status, message = self._loop()
             if status == "finished":
-                if last_eval_step != s.step:
-                    run_eval()
-                if self._checkpoint_path() not in (self.resumed_from, self.last_written):  # else it is there, readable
-                    self._checkpoint()
-                s.wall_s = self._clock(t_origin)
+                self._finish()
         except KeyboardInterrupt:
             if self.dist.is_main:
-                self._summary("interrupted", last_train, last_val, f"interrupted at step {s.step}; rerun to resume from the last checkpoint")
+                self._summary("interrupted", f"interrupted at step {self.state.step}; rerun to resume from the last checkpoint")
             raise
         finally:
-            bar.close()
-            if log is not None:
-                log.close()
-        return self._summary(status, last_train, last_val, message)
+            self._close_outputs()
+        return self._summary(status, message)
+
+    def _loop(self) -> tuple[str, str]:
+        """Optimizer steps until the run's length or time budget is reached: ("finished", ""), or
+        ("diverged", why) at a non-finite loss the policy does not skip."""
+        cfg, s = self.cfg, self.state
+        s.wall_s = self._clock()
+        while not self._done():  # the clock is read once per step, so the last record shows why the run ended
+            lr = lr_schedule(cfg.optim, s.step + 1, total_steps=self.total, budget_fraction=self._budget_fraction(s.step + 1))
+            t0 = time.perf_counter()
+            loss, grad_norm = self.train_step(lr)
+            step_s = time.perf_counter() - t0
+            s.step += 1
+            s.wall_s = self._clock()
+            done = self._done()
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            if finite:
+                self.last_train = loss
+            else:
+                s.nan_skips += 1
+            self._log_train(lr, loss, grad_norm, step_s, done)
+            if not finite and (stop := self._non_finite(loss, grad_norm)):
+                return "diverged", stop
+            if cfg.eval_interval and s.step % cfg.eval_interval == 0 and not done:
+                self._evaluate_and_log()
+                s.wall_s = self._clock()
+            if cfg.checkpoint_interval and s.step % cfg.checkpoint_interval == 0 and not done:
+                self._checkpoint()
+                s.wall_s = self._clock()
+            self._advance_bar()
+        return "finished", ""
+
+    def _non_finite(self, loss: float, grad_norm: float) -> str | None:
+        """After a non-finite loss or gradient norm (its update was not applied): why the run stops,
+        or None when the policy skips it."""
+        cfg, s = self.cfg, self.state
+        bad = "loss" if not math.isfinite(loss) else "gradient norm"
+        what = f"non-finite {bad} ({loss if bad == 'loss' else grad_norm}) at step {s.step}"
+        if cfg.nan_policy == "stop" or s.nan_skips > cfg.max_nan_skips:
+            good = checkpoint_paths(self.run_dir)
+            message = (f"{what}: run stopped (nan_policy={cfg.nan_policy!r}, {s.nan_skips} non-finite steps); "
+                       f"last good checkpoint: {good[-1] if good else 'none'}; try a lower optim.lr")
+        else:
+            message, what = None, f"{what}: update skipped ({s.nan_skips}/{cfg.max_nan_skips})"
+        if self.progress:
+            self.bar.write(message or what)
+        return message
+
+    def _finish(self) -> None:
+        """The last step's evaluation and checkpoint, unless they are there already."""
+        if self.last_eval_step != self.state.step:
+            self._evaluate_and_log()
+        if self._checkpoint_path() not in (self.resumed_from, self.last_written):  # else it is there, readable
+            self._checkpoint()
+        self.state.wall_s = self._clock()
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
