@@ -49,3 +49,16 @@ def output_dir(path: str | os.PathLike, what: str = "output directory", *, creat
     path = Path(path)
     _make_dir(path, what, create)
     return path
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Replace `path` with `data` in one step (a temporary file beside it, then a rename), so a
+    reader or a crash never sees half a file. Text is written as UTF-8."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -29,6 +29,7 @@ import torch
 
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
+from cs336.outputs import write_atomic
 from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.tokenization.tokenizer import Tokenizer, load_tokenizer
@@ -80,15 +81,13 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
     """`config.json` for tools and `config.toml` to rerun from, both the complete config."""
-    (run_dir / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    (run_dir / CONFIG_TOML).write_text(cfg.to_toml(), encoding="utf-8")
+    write_atomic(run_dir / CONFIG, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    write_atomic(run_dir / CONFIG_TOML, cfg.to_toml())
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """Replace `summary.json` in one step, so a reader never sees half of it."""
-    tmp = run_dir / f".{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_dir / SUMMARY)
+    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
 
 
 def run_status(run_dir: str | os.PathLike) -> str:

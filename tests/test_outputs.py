@@ -38,3 +38,20 @@ def test_an_unwritable_directory_is_refused(tmp_path, monkeypatch):
         output_dir(tmp_path / "new", create=False)
     with pytest.raises(CS336Error, match="permission denied"):
         output_file(tmp_path / "ids.npy", "output")
+
+
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    from cs336.outputs import write_atomic
+
+    path = tmp_path / "summary.json"
+    write_atomic(path, "old\n")
+    write_atomic(path, b"new\n")
+    assert path.read_text() == "new\n"
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cs336.outputs.os.replace", fail)
+    with pytest.raises(OSError):
+        write_atomic(path, "half")
+    assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cs336.errors import CS336Error
+from cs336.outputs import write_atomic
 from cs336.paths import data_dir, sample_path
 from cs336.tokenization import END_OF_TEXT
 
@@ -112,8 +113,6 @@ def tiktoken_gpt2():
         path = cache / hashlib.sha1(url.encode()).hexdigest()
         if not path.is_file() or path.read_bytes() != content:
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(content)
-            tmp.replace(path)
+            write_atomic(path, content)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
     return tiktoken.get_encoding("gpt2")

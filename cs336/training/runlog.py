@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cs336.errors import CS336Error
+from cs336.outputs import write_atomic
 
 
 def _clean(v: Any) -> Any:
@@ -75,11 +76,7 @@ def truncate_log(path: str | os.PathLike, last_step: int) -> None:
     if not path.exists():
         return
     kept = [r for r in read_log(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in kept:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class RunLog:
