@@ -1,7 +1,7 @@
 import pytest
 
 from cs336.errors import CS336Error
-from cs336.outputs import output_dir, output_file
+from cs336.outputs import output_dir, output_file, write_atomic
 
 
 def test_output_file_creates_its_parent_and_refuses_a_directory(tmp_path):
@@ -41,8 +41,6 @@ def test_an_unwritable_directory_is_refused(tmp_path, monkeypatch):
 
 
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
-    from cs336.outputs import write_atomic
-
     path = tmp_path / "summary.json"
     write_atomic(path, "old\n")
     write_atomic(path, b"new\n")
