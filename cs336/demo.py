@@ -21,11 +21,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cs336 import Tokenizer, train_bpe
 from cs336.data import corpus_path, read_head
 from cs336.errors import CS336Error
+from cs336.generation import generate
 from cs336.outputs import output_dir
 from cs336.paths import CONFIGS_DIR
+from cs336.runs import LOG, load_run
 from cs336.tokenization import END_OF_TEXT
+from cs336.tokenization.encode_file import encode_file
+from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
+from cs336.training.config import load_config
+from cs336.training.runlog import read_log
+from cs336.training.trainer import train
+
 
 DEFAULT_CONFIG = CONFIGS_DIR / "demo.toml"
 
@@ -44,15 +53,6 @@ def run_demo(
     log=print,
 ) -> dict[str, Any]:
     """Train BPE, encode, train a small LM and sample from it; return a summary dict."""
-    from cs336 import Tokenizer, train_bpe
-    from cs336.generation import generate
-    from cs336.runs import LOG, load_run
-    from cs336.tokenization.encode_file import encode_file
-    from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
-    from cs336.training.config import load_config
-    from cs336.training.runlog import read_log
-    from cs336.training.trainer import train
-
     # A bad --out or --set fails now, before anything is written, not after the BPE.
     out_dir = output_dir(out_dir, "demo output directory", create=False)
     load_config(config, [f"model.vocab_size={vocab_size}", *overrides])

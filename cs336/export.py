@@ -38,6 +38,7 @@ from torch import Tensor
 from cs336.errors import CS336Error
 from cs336.model.transformer import TransformerLM
 from cs336.outputs import output_dir
+from cs336.runs import load_run
 from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import token_to_string
 
@@ -164,7 +165,6 @@ def export_hf(
 ) -> Path:
     """Write `config.json`, `model.safetensors`, `tokenizer.json` and `tokenizer_config.json` of a
     run into `out_dir`."""
-    from cs336.runs import load_run
 
     output_dir(out_dir, "export directory", create=False)  # a bad OUT fails before the model is loaded
     model, tok = load_run(run, checkpoint=checkpoint, tokenizer=tokenizer, config=config)
@@ -175,7 +175,7 @@ def save_hf(model: TransformerLM, out_dir: str | os.PathLike, *, tokenizer=None)
     """Write a model (and optionally its Tokenizer) in Hugging Face format; return `out_dir`."""
     check_llama_compatible(model)
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # here: the `export` extra
     except ImportError as e:
         raise CS336Error("exporting needs the safetensors package: pip install 'cs336[export]'") from e
     out = output_dir(out_dir, "export directory")

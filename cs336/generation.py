@@ -31,7 +31,9 @@ from torch import Tensor, nn
 from cs336.errors import CS336Error
 from cs336.model.functional import softmax
 from cs336.model.kv_cache import KVCache, LayerKVCache
+from cs336.runs import load_run
 from cs336.tokenization import END_OF_TEXT
+
 
 __all__ = [
     "KVCache",
@@ -230,7 +232,5 @@ def generate_from_run(
     run=None, *, checkpoint=None, tokenizer=None, config=None, prompt: str, device="cpu", **options
 ) -> str:
     """`generate` with the model and tokenizer of a run directory (or checkpoint + tokenizer)."""
-    from cs336.runs import load_run
-
     model, tok = load_run(run, checkpoint=checkpoint, tokenizer=tokenizer, config=config, device=device)
     return generate(model, tok, prompt, **options)

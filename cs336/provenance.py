@@ -20,6 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy
+import torch
+
 from cs336.paths import PROJECT_ROOT
 
 
@@ -54,8 +57,6 @@ def cpu_name() -> str:
 
 def hardware() -> str:
     """One line naming the machine: the GPU, or the CPU model and its core count; and torch's version."""
-    import torch
-
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     return f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}"
@@ -66,8 +67,6 @@ def code_version() -> dict[str, Any]:
 
     The git state is read once per process: a run started from a clean tree stays recorded as clean
     even if files are edited while it trains."""
-    import numpy
-    import torch
 
     commit, dirty = _commit()
     try:

@@ -104,7 +104,7 @@ def tiktoken_gpt2():
     """tiktoken's `gpt2` encoding without a network: its cache is written from the shipped GPT-2
     files (tiktoken checks both digests). Uses `$TIKTOKEN_CACHE_DIR` when set, else a folder in
     the temporary directory, and sets the variable to it."""
-    import tiktoken
+    import tiktoken  # here: a test dependency (the `test` extra), not the package's
 
     cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "cs336-tiktoken")
     vocab = sample_path("cs336-fixtures/gpt2_vocab.json").read_bytes()

@@ -40,7 +40,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,10 @@ from typing import Any
 
 from cs336.errors import CS336Error
 from cs336.experiments.runs import SWEEP, flatten
+from cs336.provenance import hardware
 from cs336.runs import CONFIG, DONE_STATUSES, LOG, SUMMARY, run_status
+from cs336.training.config import load_config
+from cs336.training.trainer import train
 
 try:
     import tomllib
@@ -191,23 +193,6 @@ def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
     )
 
 
-def hardware() -> str:
-    """One line naming the machine: the GPU, or the CPU model and its core count; and torch's version."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({os.cpu_count()} cores), torch {torch.__version__}"
-
-
 def point_command(sweep: Sweep, point: Point) -> list[str]:
     """The subprocess that trains one point: this module's entry point with the base config and the
     point's overrides as JSON."""
@@ -217,8 +202,6 @@ def point_command(sweep: Sweep, point: Point) -> list[str]:
 
 def point_config(config_path: str | Path, overrides: dict[str, Any]):
     """The training config of one point: the base file with the point's overrides, validated."""
-    from cs336.training.config import load_config
-
     # The config loader takes `key=value` strings whose values are TOML literals; JSON's spelling of
     # numbers, booleans, strings and lists is valid TOML.
     return load_config(config_path, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
@@ -235,8 +218,6 @@ def check_points(sweep: Sweep) -> None:
 
 def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Load the base config with the overrides and train it (the trainer resumes from a checkpoint)."""
-    from cs336.training.trainer import train
-
     return train(point_config(config_path, overrides), progress=False)
 
 

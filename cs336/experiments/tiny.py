@@ -17,6 +17,8 @@ import numpy as np
 
 from cs336.data import CORPORA, sample_path
 from cs336.training.config import TrainConfig, load_config
+from cs336.training.trainer import train
+
 
 # Overrides of the trainer's defaults: 60 steps of 8 × 32 bytes, one evaluation at the end.
 TINY = (
@@ -62,6 +64,4 @@ def tiny_config(train: str | Path, valid: str | Path, run_dir: str | Path, *over
 
 def tiny_run(workdir: str | Path, name: str, *overrides: str) -> dict[str, Any]:
     """Train a tiny run (resuming it if it exists) and return its summary."""
-    from cs336.training.trainer import train
-
     return train(tiny_config(*byte_tokens(workdir), Path(workdir) / name, *overrides), progress=False)

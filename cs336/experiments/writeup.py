@@ -30,7 +30,7 @@ def notebook_paths(folder: str | Path) -> list[Path]:
 
 def combine(paths: list[Path]):
     """One notebook holding every cell of `paths`, each notebook's cells after a divider."""
-    import nbformat
+    import nbformat  # here: the `notebooks` extra, needed only for the write-up
 
     book = nbformat.v4.new_notebook()
     for path in paths:
@@ -44,7 +44,7 @@ def combine(paths: list[Path]):
 def export_writeup(folder: str | Path = "notebooks", out: str | Path = "build/writeup.html") -> Path:
     """Write the combined, executed notebooks of `folder` as one self-contained HTML page."""
     try:
-        from nbconvert import HTMLExporter
+        from nbconvert import HTMLExporter  # here: the `notebooks` extra
     except ModuleNotFoundError:
         raise CS336Error("the write-up needs nbconvert: pip install -e '.[notebooks]'") from None
     paths = notebook_paths(folder)

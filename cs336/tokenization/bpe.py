@@ -33,12 +33,18 @@ from __future__ import annotations
 
 import gc
 import heapq
+import json
 import os
 import time
 from collections import defaultdict
 
+from tqdm.auto import tqdm
+
 from cs336.errors import CS336Error
+from cs336.outputs import output_dir
+from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, save_vocab_merges
 from cs336.tokenization.pretokenize import count_pretokens_in_file, peak_rss_bytes, reset_peak_rss
+
 
 # Heap order must put the *greater* bytes first on ties, but heapq pops the smallest. So a token's
 # heap key is its bytes "inverted": each byte b becomes chr(255 - b), and a final chr(256) makes a
@@ -219,7 +225,6 @@ def _train(input_path, vocab_size, special_tokens, num_workers, progress, stats,
     target = vocab_size - sum(1 for t in special_tokens if t.encode("utf-8") not in id_of)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=max(0, target - len(vocab)), desc="merges")
     while len(vocab) < target:
@@ -283,10 +288,7 @@ def train_bpe_to_dir(
     Returns the stats that were written; the longest token is stored as text (invalid UTF-8 as
     `\\x..` escapes) beside its length in bytes.
     """
-    import json
 
-    from cs336.outputs import output_dir
-    from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, save_vocab_merges
 
     output_dir(out_dir, "tokenizer directory", create=False)  # a bad --out fails before the training
     stats: dict = {}

@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from itertools import chain, islice
 
 import regex
+from tqdm.auto import tqdm
 
 from cs336.errors import CS336Error
+
 
 # The GPT-2 pre-tokenizer pattern: contractions, letters, numbers, other symbols (each optionally
 # led by one space), then whitespace runs that leave the last space to the next word.
@@ -143,7 +145,6 @@ def is_safe_split(text: str, pos: int, special_tokens: list[str] | tuple[str, ..
 
 def _safe_split_candidates(text: str, special_tokens: list[str] | tuple[str, ...] | None) -> Iterator[int]:
     """Positions in `text` worth testing with `is_safe_split`, in increasing order (lazily)."""
-
     def occurrences(tok: str) -> Iterator[int]:
         start = text.find(tok)
         while start != -1:
@@ -338,7 +339,7 @@ def peak_rss_bytes() -> int:
     """Peak resident memory of this process since `reset_peak_rss` (or since start)."""
     kib = _rss_kib("VmHWM")
     if kib == 0:
-        import resource
+        import resource  # here: Unix only, and only where /proc is missing
 
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib * 1024
@@ -399,7 +400,6 @@ def count_pretokens_in_file(
     tasks = [(path, chunks[i : i + per_task], special_tokens) for i in range(0, len(chunks), per_task)]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
 
         bar = tqdm(total=bounds[-1], unit="B", unit_scale=True, desc="pre-tokenize")
     total: Counter[str] = Counter()

@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cs336.data import data_dir
 from cs336.errors import CS336Error
 from cs336.model.config import ModelConfig
+
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +45,6 @@ else:  # pragma: no cover
 @dataclass
 class OptimConfig:
     """AdamW and its learning-rate schedule (linear warm-up, cosine decay to `min_lr`)."""
-
     lr: float = 1e-3  # the schedule's maximum
     min_lr: float = 1e-4
     warmup_iters: int = 100
@@ -67,7 +68,6 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """One training run. Exactly one of `max_steps`, `max_tokens`, `max_minutes` sets its length."""
-
     name: str = "run"
     run_dir: str | None = None  # None = runs/<name>
     seed: int = 0
@@ -310,7 +310,6 @@ def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -
 def resolve_path(p: str) -> Path:
     """A data path with `{data_dir}` expanded."""
     if "{data_dir}" in p:
-        from cs336.data import data_dir
 
         p = p.replace("{data_dir}", str(data_dir()))
     return Path(p).expanduser()

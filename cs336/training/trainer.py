@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
@@ -44,6 +45,7 @@ from cs336.training.data import get_batch, load_tokens
 from cs336.training.loss import cross_entropy
 from cs336.training.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
 from cs336.training.runlog import RunLog, read_log, truncate_log
+
 
 _EVAL_STREAM = 0x5EED_E7A1  # the validation batches' seed stream, apart from training's
 # Wall-clock mode: the cosine's position is rounded to a millionth of the budget, the resolution the
@@ -75,7 +77,6 @@ def open_tokens(path: str, cfg: TrainConfig, split: str) -> np.ndarray:
 @dataclass
 class _State:
     """Everything besides model and optimizer that resuming exactly needs."""
-
     step: int
     wall_s: float
     nan_skips: int
@@ -86,7 +87,6 @@ class _State:
 @dataclass
 class _Throughput:
     """The optimizer steps since the last training record and the seconds they took."""
-
     tokens_per_step: int
     flops_per_step: int  # matmul FLOPs of forward and backward over the global batch
     peak_flops: float | None  # FLOP/s of all ranks' devices together; None = no MFU
@@ -179,7 +179,7 @@ class _Trainer:
         if not (self.cfg.wandb and self.dist.is_main):
             return None
         try:
-            import wandb
+            import wandb  # here: optional, only for runs that log to Weights & Biases
         except ImportError:
             raise CS336Error("wandb=true but the wandb package is not installed (pip install wandb)") from None
         return wandb
@@ -377,8 +377,6 @@ class _Trainer:
 
     def _open_outputs(self) -> None:
         """The log (with Weights & Biases, when asked for), the progress bar and the throughput meter."""
-        from tqdm.auto import tqdm
-
         cfg, s = self.cfg, self.state
         self.log = None
         if self.dist.is_main:
