@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cs336 import Tokenizer, train_bpe
 from cs336.data import corpus_path, read_head
 from cs336.errors import CS336Error
 from cs336.generation import generate
 from cs336.outputs import output_dir
 from cs336.paths import CONFIGS_DIR
 from cs336.runs import LOG, load_run
-from cs336.tokenization import END_OF_TEXT
+from cs336.tokenization import END_OF_TEXT, Tokenizer, train_bpe
 from cs336.tokenization.encode_file import encode_file
 from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.training.config import load_config
