@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
+from cs336.provenance import code_version
 from cs336.runs import CHECKPOINTS, LOG, build_model, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
 from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
@@ -140,8 +141,9 @@ def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, progress: bool):
+    def __init__(self, cfg: TrainConfig, progress: bool, stop_after: int | None = None):
         self.cfg = cfg
+        self.stop_after = stop_after
         self.device = resolve_device(cfg.device)
         self.dist = distributed.init(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -439,6 +441,7 @@ class _Trainer:
             "world_size": self.dist.world_size,
             "run_dir": str(self.run_dir),
             "message": message,
+            "code": code_version(),
         }
         if self.dist.is_main:
             write_summary(self.run_dir, summary)
@@ -473,6 +476,8 @@ class _Trainer:
         cfg, s = self.cfg, self.state
         s.wall_s = self._clock()
         while not self._done():  # the clock is read once per step, so the last record shows why the run ended
+            if self.stop_after is not None and s.step >= self.stop_after:
+                return "stopped", f"stopped after step {s.step} (stop_after={self.stop_after}); rerun to continue"
             lr = lr_schedule(cfg.optim, s.step + 1, total_steps=self.total, budget_fraction=self._budget_fraction(s.step + 1))
             t0 = time.perf_counter()
             loss, grad_norm = self.train_step(lr)
@@ -522,17 +527,19 @@ class _Trainer:
         self.state.wall_s = self._clock()
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume) the run `config` describes; return its summary (also in summary.json).
 
     The summary's `status` is "finished" or "diverged" (a non-finite loss; the message says where
-    and the last good checkpoint is intact). Under `torchrun` every rank calls this; rank 0 writes
-    the files.
+    and the last good checkpoint is intact), and its `code` the code version that trained it
+    (`cs336.provenance.code_version`). `stop_after=N` ends the run after step N with status
+    "stopped", on the run's own schedule (the first N steps of the full run, e.g. to check a
+    committed log). Under `torchrun` every rank calls this; rank 0 writes the files.
     """
     config.validate()
     trainer, finished = None, False
     try:
-        trainer = _Trainer(config, progress)
+        trainer = _Trainer(config, progress, stop_after)
         summary = trainer.run()
         finished = True
         return summary
