@@ -119,13 +119,12 @@ def fake_clock(monkeypatch):
 
 @pytest.mark.parametrize("fraction", [0.0, 1e-7, 4.9999e-7, 5e-7, 0.1, 1 / 3, 0.5, 0.7071, 0.999999, 0.9999996, 1.0])
 def test_the_wall_clock_cosine_is_the_cosine_of_the_budget_fraction(fraction):
-    """Equal to the bit to the schedule's first form: a cosine of 1,000,000 ticks after the warm-up,
-    at tick round(fraction × 1,000,000)."""
+    """After the warm-up, lr = min_lr + (lr - min_lr)·(1 + cos(π·fraction))/2 of the budget's
+    fraction elapsed, whatever the step."""
     o = OptimConfig(lr=3e-3, min_lr=3e-4, warmup_iters=7)
+    expected = o.min_lr + (o.lr - o.min_lr) * (1 + math.cos(math.pi * fraction)) / 2
     for step in (7, 8, 500):
-        ticks = o.warmup_iters + round(fraction * 1_000_000)
-        first_form = get_lr_cosine_schedule(ticks, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters + 1_000_000)
-        assert lr_schedule(o, step, budget_fraction=fraction) == first_form
+        assert lr_schedule(o, step, budget_fraction=fraction) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     for step in range(o.warmup_iters):  # the warm-up counts steps, whatever the clock says
         assert lr_schedule(o, step, budget_fraction=fraction) == lr_schedule(o, step, total_steps=1000) == step / 7 * o.lr
     assert lr_schedule(o, 7, budget_fraction=1.0) == o.min_lr
@@ -398,7 +397,7 @@ def test_resuming_with_a_different_model_is_refused(tokens, tmp_path):
 
 def test_wall_clock_budget_ends_the_run_at_the_budget_with_the_minimum_lr(tokens, tmp_path):
     budget_s = 3.0
-    cfg = tiny_config(*tokens, tmp_path / "run", max_minutes=budget_s / 60, eval_batches=0, checkpoint_interval=0)
+    cfg = tiny_config(*tokens, tmp_path / "run", max_minutes=budget_s / 60, eval_interval=0, checkpoint_interval=0)
     summary = train(cfg, progress=False)
     recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "lr" in r]
     assert summary["status"] == "finished" and [r["step"] for r in recs] == list(range(1, summary["step"] + 1))
@@ -407,7 +406,8 @@ def test_wall_clock_budget_ends_the_run_at_the_budget_with_the_minimum_lr(tokens
     after_warmup = [r["lr"] for r in recs if r["step"] > o.warmup_iters]
     assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))  # cosine decays monotonically
     # The cosine runs on the clock: each update's lr is the cosine at the time its step started
-    # (the previous record's wall_s), from the end of the warm-up to the budget, where it is min_lr.
+    # (the previous record's wall_s: no evaluation re-reads the clock between them), from the end
+    # of the warm-up to the budget, where it is min_lr.
     # Exact whatever the machine's speed: a slow step moves the time, not the agreement.
     t_warm = recs[o.warmup_iters - 2]["wall_s"]  # the start of step `warmup_iters`
     for prev, rec in zip(recs[o.warmup_iters - 2 :], recs[o.warmup_iters - 1 :]):

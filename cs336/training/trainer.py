@@ -49,9 +49,6 @@ from cs336.training.runlog import RunLog, read_log, truncate_log
 
 
 _EVAL_STREAM = 0x5EED_E7A1  # the validation batches' seed stream, apart from training's
-# Wall-clock mode: the cosine's position is rounded to a millionth of the budget, the resolution the
-# schedule has always had (far finer than the clock's jitter from one step to the next).
-_BUDGET_RESOLUTION = 1_000_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,8 +121,7 @@ def lr_schedule(o: OptimConfig, step: int, *, total_steps: int | None = None, bu
         return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.cosine_iters or total_steps)
     if step < o.warmup_iters:
         return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters)
-    fraction = round(budget_fraction * _BUDGET_RESOLUTION) / _BUDGET_RESOLUTION
-    return get_lr_cosine_schedule(fraction, o.lr, o.min_lr, 0, 1)
+    return get_lr_cosine_schedule(budget_fraction, o.lr, o.min_lr, 0, 1)
 
 
 def _autocast(device: torch.device, dtype: str):
