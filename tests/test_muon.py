@@ -1,17 +1,21 @@
-"""Specifications of Muon: equal to torch.optim.Muon bit for bit in bfloat16, and to a slow SVD
-reference in float32."""
+"""Specifications of Muon and of the Muon + AdamW split: equal to torch.optim.Muon bit for bit in
+bfloat16, equal to a slow SVD reference in float32, and a drop-in optimizer for the trainer."""
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import io
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from cs336 import Muon
+from cs336 import AdamW, Muon, TransformerLM, cross_entropy, load_checkpoint, save_checkpoint
+from cs336.errors import CS336Error
 from cs336.training import muon as muon_module
-from cs336.training.muon import NS_COEFFICIENTS, newton_schulz
+from cs336.training.config import OptimConfig
+from cs336.training.muon import NS_COEFFICIENTS, MuonAdamW, build_optimizer, newton_schulz, split_hidden_matrices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -228,3 +232,121 @@ def test_invalid_hyperparameters_are_rejected_like_adamw_does(kwargs):
 
 def test_the_module_docstring_examples_hold():
     assert doctest.testmod(muon_module).failed == 0
+
+
+# ------------------------------------------------------------------------- Muon + AdamW on a model
+def tiny_lm(**kw) -> TransformerLM:
+    args = dict(vocab_size=53, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48, rope_theta=10000.0)
+    torch.manual_seed(0)
+    return TransformerLM(**(args | kw))
+
+
+def fixed_batch(vocab=53, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.randint(0, vocab, (4, 17), generator=torch.Generator().manual_seed(seed))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def muon_config(**kw) -> SimpleNamespace:
+    """An OptimConfig with the Muon fields, whether or not OptimConfig has them yet."""
+    fields = dict(name="muon", muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.0,
+                  muon_adjust_lr_fn="original", ns_dtype="bfloat16")
+    return SimpleNamespace(**(dataclasses.asdict(OptimConfig()) | fields | kw))
+
+
+BLOCK_MATRICES = ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ffn.w1", "ffn.w2", "ffn.w3"]
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"ffn": "silu"}, {"norm": "none"}], ids=str)
+def test_muon_gets_the_blocks_matrices_and_adamw_everything_else_once(kw):
+    model = tiny_lm(**kw)
+    names = {id(p): n for n, p in model.named_parameters()}
+    modules = dict(model.named_modules())
+    hidden, rest = split_hidden_matrices(model)
+    expected = {f"layers.{i}.{m}.weight" for i in range(2) for m in BLOCK_MATRICES if f"layers.{i}.{m}" in modules}
+    assert {names[id(p)] for p in hidden} == expected
+    assert len(expected) == 2 * (6 if kw.get("ffn") == "silu" else 7)
+    for name in (names[id(p)] for p in rest):  # embeddings, head, norm gains
+        assert name.split(".")[0] != "layers" or name.split(".")[2] in ("ln1", "ln2"), name
+    opt = build_optimizer(model, muon_config())
+    grouped = [id(p) for group in opt.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(names) and len(grouped) == len(set(grouped))  # each exactly once
+
+
+def test_muon_adamw_lowers_the_loss_on_a_fixed_batch_and_muon_does_its_share():
+    """15 steps memorise a fixed batch (4.4 → 0.4); with the blocks' matrices frozen (muon_lr = 0)
+    AdamW alone on embeddings, head and gains gets to 1.6."""
+    def final_loss(muon_lr: float) -> float:
+        model, (x, y) = tiny_lm(), fixed_batch()
+        opt = build_optimizer(model, muon_config(lr=1e-2, muon_lr=muon_lr))
+        for _ in range(15):
+            loss = cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    first = cross_entropy(tiny_lm()(fixed_batch()[0]), fixed_batch()[1]).item()
+    assert final_loss(0.02) < 0.2 * first
+    assert final_loss(0.02) < 0.5 * final_loss(0.0)
+
+
+def test_muon_groups_follow_the_schedule_scaled_to_their_own_peak():
+    """The trainer writes its schedule's value into every group's "lr" (in AdamW's units). Muon's
+    groups then step at that value · muon_lr / lr, AdamW's at the value itself: the same as a Muon
+    and an AdamW built with those rates."""
+    lr, muon_lr, schedule = 1e-3, 0.02, [0.0, 2.5e-4, 1e-3, 6e-4]
+    model, (x, y) = tiny_lm(), fixed_batch()
+    twin = tiny_lm()
+    opt = build_optimizer(model, muon_config(lr=lr, muon_lr=muon_lr))
+    hidden, rest = split_hidden_matrices(twin)
+    muon, adamw = Muon(hidden, lr=muon_lr, weight_decay=0.0), AdamW(rest, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    for value in schedule:
+        for group in opt.param_groups:
+            group["lr"] = value
+        muon.param_groups[0]["lr"], adamw.param_groups[0]["lr"] = value * muon_lr / lr, value
+        for m, optimizers in ((model, [opt]), (twin, [muon, adamw])):
+            for o in optimizers:
+                o.zero_grad()
+            cross_entropy(m(x), y).backward()
+            for o in optimizers:
+                o.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+    assert [g["lr"] for g in opt.param_groups] == [schedule[-1]] * 2  # stepping leaves "lr" as written
+
+
+def test_muon_adamw_resumes_from_a_checkpoint_exactly(tmp_path):
+    """Through cs336's own save_checkpoint/load_checkpoint (torch.load with weights_only=True)."""
+    batches = [fixed_batch(seed=s) for s in range(6)]
+
+    def train(model, opt, part):
+        for x, y in part:
+            opt.zero_grad()
+            cross_entropy(model(x), y).backward()
+            opt.step()
+
+    straight = tiny_lm()
+    train(straight, build_optimizer(straight, muon_config()), batches)
+    model = tiny_lm()
+    opt = build_optimizer(model, muon_config())
+    train(model, opt, batches[:3])
+    save_checkpoint(model, opt, 3, tmp_path / "ckpt.pt")
+    model = tiny_lm()
+    opt = build_optimizer(model, muon_config(muon_lr=0.5))  # "lr_scale" comes back from the checkpoint
+    assert load_checkpoint(tmp_path / "ckpt.pt", model, opt) == 3
+    train(model, opt, batches[3:])
+    for a, b in zip(model.parameters(), straight.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_build_optimizer_names_the_optimizer():
+    model = tiny_lm()
+    adamw = build_optimizer(model, muon_config(name="adamw", lr=3e-3))
+    assert type(adamw) is AdamW and adamw.param_groups[0]["lr"] == 3e-3
+    hybrid = build_optimizer(model, muon_config(ns_dtype="float32", muon_momentum=0.9))
+    assert isinstance(hybrid, MuonAdamW) and hybrid.muon.ns_dtype == torch.float32
+    assert hybrid.muon.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(CS336Error, match="optim.name='sgd'"):
+        build_optimizer(model, muon_config(name="sgd"))
+    with pytest.raises(CS336Error, match="optim.ns_dtype='float16'"):
+        build_optimizer(model, muon_config(ns_dtype="float16"))

@@ -1,5 +1,6 @@
 """Muon: momentum orthogonalised by a Newton–Schulz iteration, for the hidden weight matrices of a
-network.
+network; and `MuonAdamW`, the split the speed-run recipe uses: Muon for the Transformer blocks'
+matrices, AdamW for the embeddings, the LM head and the norm gains.
 
 One Muon step for a weight matrix W (m × n) with gradient G (Jordan et al. 2024, "Muon: an
 optimizer for hidden layers in neural networks"; the update of `torch.optim.Muon`):
@@ -26,12 +27,15 @@ r(m, n) scales the step by the matrix's shape (`adjust_lr_fn`):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
+from cs336.errors import CS336Error
+from cs336.model import TransformerBlock
+from cs336.training.optim import AdamW
 
 # Keller Jordan's quintic, chosen for a steep slope at 0 while 5 steps still keep every singular
 # value of G/‖G‖_F in a band around 1 (see `newton_schulz`). torch.optim.Muon's defaults.
@@ -139,7 +143,8 @@ class Muon(torch.optim.Optimizer):
                 if p.ndim != 2:
                     raise ValueError(
                         f"Muon updates 2-D weight matrices only, got a parameter of shape {tuple(p.shape)}; "
-                        "use AdamW for embeddings, the LM head, norm gains and scalars"
+                        "use AdamW for embeddings, the LM head, norm gains and scalars "
+                        "(cs336.training.muon.MuonAdamW splits a model this way)"
                     )
         self.ns_dtype = ns_dtype
 
@@ -155,7 +160,8 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step_group(self, group: dict, lr: float) -> None:
-        """One step of the parameters of `group` at learning rate `lr` (`step` passes the group's own)."""
+        """One step of the parameters of `group` at learning rate `lr` (`step` passes the group's
+        own; MuonAdamW passes it scaled to Muon's peak)."""
         mu, wd = group["momentum"], group["weight_decay"]
         for p in group["params"]:
             if p.grad is None:
@@ -172,3 +178,104 @@ class Muon(torch.optim.Optimizer):
             O = newton_schulz(M, group["ns_steps"], group["ns_coefficients"], group["eps"], self.ns_dtype)
             p.mul_(1 - lr * wd)
             p.add_(O, alpha=-adjusted_lr(lr, p.shape, group["adjust_lr_fn"]))
+
+
+def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split `model`'s parameters into (Muon's, AdamW's): the 2-D weights inside its Transformer
+    blocks (attention q/k/v/output, FFN w1/w2/w3) and everything else (token embeddings, LM head,
+    norm gains), each parameter once."""
+    hidden = {id(p) for block in model.modules() if isinstance(block, TransformerBlock)
+              for p in block.parameters() if p.ndim == 2}
+    params = list(model.parameters())  # a tied matrix once
+    return [p for p in params if id(p) in hidden], [p for p in params if id(p) not in hidden]
+
+
+class MuonAdamW:
+    """Muon on `muon_params` and AdamW on `adamw_params`, stepped as one optimizer.
+
+    It has what the trainer and the checkpoints use of a `torch.optim.Optimizer`: `param_groups`
+    (Muon's, then AdamW's; the same dicts, so writing them reaches both), `step`, `zero_grad`,
+    `state_dict` and `load_state_dict` (a dict holding both state dicts).
+
+    The learning rate: every group's "lr" is in AdamW's units, as a schedule that peaks at `lr`
+    writes it each step. Muon wants a larger rate, so its groups carry "lr_scale" = muon_lr / lr
+    and step at "lr" · "lr_scale": Muon follows the same warm-up and decay, scaled to its own peak.
+    Like the other hyper-parameters of a group, "lr_scale" comes back from a checkpoint.
+    """
+
+    def __init__(
+        self,
+        muon_params: Iterable[nn.Parameter],
+        adamw_params: Iterable[nn.Parameter],
+        *,
+        lr: float,
+        muon_lr: float,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.1,
+        muon_momentum: float = 0.95,
+        muon_weight_decay: float = 0.0,
+        adjust_lr_fn: str | None = None,
+        ns_dtype: torch.dtype = torch.bfloat16,
+        foreach: bool = False,
+    ):
+        if lr <= 0:
+            raise ValueError(f"lr={lr} must be positive: Muon's rate is set as a multiple of it")
+        self.muon = Muon(muon_params, lr=lr, weight_decay=muon_weight_decay, momentum=muon_momentum,
+                         adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype)
+        for group in self.muon.param_groups:
+            group["lr_scale"] = muon_lr / lr
+        self.adamw = AdamW(adamw_params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.muon.param_groups:
+            self.muon.step_group(group, group["lr"] * group["lr_scale"])
+        self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none)
+        self.adamw.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise ValueError("not a MuonAdamW state dict: expected the keys 'muon' and 'adamw'")
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+
+
+def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> AdamW | MuonAdamW:
+    """The optimizer `optim_cfg.name` names, over all of `model`'s parameters.
+
+    - "adamw": AdamW(lr, betas, eps, weight_decay) on everything;
+    - "muon": `MuonAdamW`: Muon(muon_lr, muon_momentum, muon_weight_decay, muon_adjust_lr_fn,
+      ns_dtype) on the blocks' weight matrices (`split_hidden_matrices`), AdamW as above on the rest.
+
+    `optim_cfg` is a `cs336.training.config.OptimConfig` (any object with those attributes);
+    `ns_dtype` is a dtype's name, "bfloat16" or "float32". `foreach` goes to AdamW.
+    """
+    o = optim_cfg
+    if o.name == "adamw":
+        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, foreach=foreach)
+    if o.name != "muon":
+        raise CS336Error(f"optim.name={o.name!r} is not one of 'adamw', 'muon'")
+    if o.ns_dtype not in ("bfloat16", "float32"):
+        raise CS336Error(f"optim.ns_dtype={o.ns_dtype!r} is not one of 'bfloat16', 'float32'")
+    hidden, rest = split_hidden_matrices(model)
+    return MuonAdamW(
+        hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+        muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
+        ns_dtype=getattr(torch, o.ns_dtype), foreach=foreach,
+    )
