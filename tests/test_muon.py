@@ -350,3 +350,5 @@ def test_build_optimizer_names_the_optimizer():
         build_optimizer(model, muon_config(name="sgd"))
     with pytest.raises(CS336Error, match="optim.ns_dtype='float16'"):
         build_optimizer(model, muon_config(ns_dtype="float16"))
+    with pytest.raises(CS336Error, match="this model has none"):
+        build_optimizer(tiny_lm(num_layers=0), muon_config())

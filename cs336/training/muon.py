@@ -276,6 +276,8 @@ def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> Ad
     if o.ns_dtype not in ("bfloat16", "float32"):
         raise CS336Error(f"optim.ns_dtype={o.ns_dtype!r} is not one of 'bfloat16', 'float32'")
     hidden, rest = split_hidden_matrices(model)
+    if not hidden:
+        raise CS336Error("optim.name='muon' trains the Transformer blocks' matrices, and this model has none; use 'adamw'")
     return MuonAdamW(
         hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
         muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
