@@ -100,6 +100,23 @@ def test_bfloat16_parameters_update_like_torch():
     assert all(torch.equal(a, b) for a, b in zip(ours, ref))
 
 
+def test_bfloat16_parameters_without_nesterov_keep_their_momentum_unlike_torch():
+    """Where torch 2.13 departs from its own algorithm: for a bfloat16 parameter without Nesterov
+    the iteration's input is the momentum buffer itself, already bfloat16, and torch normalises it
+    in place (its norm becomes 1). Here the buffer stays B = (1−μ)·G after one step from zero."""
+    g = torch.randn(8, 16, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16) * 5
+    buffers = []
+    for cls in (Muon, torch.optim.Muon):
+        W = torch.nn.Parameter(torch.zeros(8, 16, dtype=torch.bfloat16))
+        opt = cls([W], lr=LR, nesterov=False)
+        W.grad = g
+        opt.step()
+        buffers.append(opt.state[W]["momentum_buffer"])
+    ours, theirs = buffers
+    assert torch.equal(ours, torch.zeros_like(g).lerp_(g, 1 - MOMENTUM))
+    assert torch.linalg.matrix_norm(theirs.float()).item() == pytest.approx(1.0, abs=0.01)
+
+
 # ------------------------------------------------------------------- float32 against the SVD reference
 @pytest.mark.parametrize("shape", SHAPES + [(96, 256), (256, 96)], ids=str)
 def test_float32_newton_schulz_equals_the_polynomial_on_the_singular_values(shape):
