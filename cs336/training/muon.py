@@ -105,11 +105,11 @@ class Muon(torch.optim.Optimizer):
 
     `ns_dtype` is the dtype of the Newton–Schulz iteration: bfloat16 (torch's choice; the update is
     then equal to torch.optim.Muon's bit for bit, except for bfloat16 parameters without Nesterov,
-    whose momentum buffer torch 2.13 normalises in place, against its own algorithm), float32 (≈ 1e-6 from the exact polynomial instead
-    of ≈ 1e-2) or float64. Which is faster depends on the CPU and the size: on a CPU with bfloat16
-    matrix units float32 was 1.5× faster for a d_model = 96 model and 4.5× slower for d_model = 512
-    (benchmarks/README.md, "Muon"). Like AdamW's `foreach` it says how to compute, not what to
-    remember: it is kept out of state_dict.
+    whose momentum buffer torch 2.13 normalises in place, against its own algorithm), float32
+    (≈ 1e-6 from the exact polynomial instead of ≈ 1e-2) or float64. Which is faster depends on the
+    CPU and the size: on a CPU with bfloat16 matrix units float32 was 1.5× faster for a d_model = 96
+    model and 4.5× slower for d_model = 512 (benchmarks/README.md, "Muon"). Like AdamW's `foreach`
+    it says how to compute, not what to remember: it is kept out of state_dict.
     """
 
     def __init__(
