@@ -16,6 +16,7 @@ from cs336.model import (
 from cs336.tokenization import Tokenizer, train_bpe
 from cs336.training import (
     AdamW,
+    Muon,
     cross_entropy,
     get_batch,
     get_lr_cosine_schedule,
@@ -42,6 +43,7 @@ __all__ = [
     "TransformerLM",
     "cross_entropy",
     "AdamW",
+    "Muon",
     "get_lr_cosine_schedule",
     "gradient_clipping",
     "get_batch",

@@ -48,6 +48,10 @@ SIGNATURES = {
     "TransformerLM.forward": [("token_ids", _)],
     "cross_entropy": [("logits", _), ("targets", _)],
     "AdamW": [("params", _), ("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.01)],
+    "Muon": [
+        ("params", _), ("lr", 1e-3), ("weight_decay", 0.1), ("momentum", 0.95), ("nesterov", True),
+        ("ns_coefficients", (3.4445, -4.775, 2.0315)), ("eps", 1e-7), ("ns_steps", 5), ("adjust_lr_fn", None),
+    ],
     "get_lr_cosine_schedule": [
         ("it", _), ("max_learning_rate", _), ("min_learning_rate", _), ("warmup_iters", _), ("cosine_cycle_iters", _),
     ],
@@ -91,6 +95,10 @@ def test_from_files_is_a_classmethod():
 
 def test_adamw_is_a_torch_optimizer():
     assert issubclass(cs336.AdamW, torch.optim.Optimizer)
+
+
+def test_muon_is_a_torch_optimizer():
+    assert issubclass(cs336.Muon, torch.optim.Optimizer)
 
 
 D, H, F, V, CTX = 16, 2, 32, 50, 8
