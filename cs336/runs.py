@@ -26,15 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from cs336.errors import CS336Error
-from cs336.model.transformer import TransformerLM
+from cs336.model.transformer import TransformerBlock, TransformerLM
 from cs336.outputs import write_atomic
 from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.files import MERGES_FILE, VOCAB_FILE
 from cs336.tokenization.tokenizer import Tokenizer, load_tokenizer
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import ModelConfig, TrainConfig, load_config, resolve_path
+from cs336.training.muon import MuonAdamW
+from cs336.training.optim import AdamW
 
 DEFAULT_SPECIAL_TOKENS = (END_OF_TEXT,)
 CONFIG, CONFIG_TOML, LOG, SUMMARY, CHECKPOINTS = "config.json", "config.toml", "log.jsonl", "summary.json", "checkpoints"
@@ -124,6 +127,43 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> Transfo
         cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
         device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
         tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
+    )
+
+
+def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split `model`'s parameters into (Muon's, AdamW's): the 2-D weights inside its Transformer
+    blocks (attention q/k/v/output, FFN w1/w2/w3) and everything else (token embeddings, LM head,
+    norm gains), each parameter once."""
+    hidden = {id(p) for block in model.modules() if isinstance(block, TransformerBlock)
+              for p in block.parameters() if p.ndim == 2}
+    params = list(model.parameters())  # a tied matrix once
+    return [p for p in params if id(p) in hidden], [p for p in params if id(p) not in hidden]
+
+
+def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> AdamW | MuonAdamW:
+    """The optimizer `optim_cfg.name` names, over all of `model`'s parameters.
+
+    - "adamw": AdamW(lr, betas, eps, weight_decay) on everything;
+    - "muon": `MuonAdamW`: Muon(muon_lr, muon_momentum, muon_weight_decay, muon_adjust_lr_fn,
+      ns_dtype) on the blocks' weight matrices (`split_hidden_matrices`), AdamW as above on the rest.
+
+    `optim_cfg` is a `cs336.training.config.OptimConfig` (any object with those attributes);
+    `ns_dtype` is a dtype's name, "bfloat16" or "float32". `foreach` goes to AdamW.
+    """
+    o = optim_cfg
+    if o.name == "adamw":
+        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, foreach=foreach)
+    if o.name != "muon":
+        raise CS336Error(f"optim.name={o.name!r} is not one of 'adamw', 'muon'")
+    if o.ns_dtype not in ("bfloat16", "float32"):
+        raise CS336Error(f"optim.ns_dtype={o.ns_dtype!r} is not one of 'bfloat16', 'float32'")
+    hidden, rest = split_hidden_matrices(model)
+    if not hidden:
+        raise CS336Error("optim.name='muon' trains the Transformer blocks' matrices, and this model has none; use 'adamw'")
+    return MuonAdamW(
+        hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+        muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
+        ns_dtype=getattr(torch, o.ns_dtype), foreach=foreach,
     )
 
 

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cs336"
 LAYERS = {  # module prefix -> layer (the longest matching prefix wins)
     "cs336.errors": 0, "cs336.paths": 0, "cs336.outputs": 0, "cs336.figures": 0,
     "cs336.tokenization": 1, "cs336.model": 1, "cs336.training.loss": 1, "cs336.training.optim": 1,
-    "cs336.training.data": 1, "cs336.training.checkpoint": 1, "cs336.training.distributed": 1,
+    "cs336.training.data": 1, "cs336.training.muon": 1, "cs336.training.checkpoint": 1, "cs336.training.distributed": 1,
     "cs336.data": 2, "cs336.training.config": 2, "cs336.accounting": 2, "cs336.provenance": 2,
     "cs336.runs": 3, "cs336.training.runlog": 3,
     "cs336.training.trainer": 4, "cs336.generation": 4, "cs336.export": 4,

@@ -163,7 +163,8 @@ def test_a_config_with_every_field_set_reloads_equal_from_its_toml(tmp_path):
                   "rope_theta": 5e5, "norm": "post", "position": "nope", "ffn": "silu", "silu_d_ff": 200,
                   "tie_embeddings": True, "fused": True},
         "optim": {"lr": 3e-3, "min_lr": 1e-5, "warmup_iters": 7, "cosine_iters": 900, "betas": [0.8, 0.99], "eps": 1e-9,
-                  "weight_decay": 0.05, "grad_clip": 0.5},
+                  "weight_decay": 0.05, "grad_clip": 0.5, "name": "muon", "muon_lr": 0.05, "muon_momentum": 0.9,
+                  "muon_weight_decay": 0.01, "muon_adjust_lr_fn": "match_rms_adamw", "ns_dtype": "float32"},
         "data": {"train": "{data_dir}/tinystories/train.npy", "valid": "{data_dir}/tinystories/valid.npy", "dtype": "uint32"},
     })
     unset = {"model", "optim", "data", "max_steps", "max_tokens"}  # tables, and the other run lengths (None)

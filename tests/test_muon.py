@@ -15,7 +15,8 @@ from cs336 import AdamW, Muon, TransformerLM, cross_entropy, load_checkpoint, sa
 from cs336.errors import CS336Error
 from cs336.training import muon as muon_module
 from cs336.training.config import OptimConfig
-from cs336.training.muon import NS_COEFFICIENTS, MuonAdamW, build_optimizer, newton_schulz, split_hidden_matrices
+from cs336.runs import build_optimizer, split_hidden_matrices
+from cs336.training.muon import NS_COEFFICIENTS, MuonAdamW, newton_schulz
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

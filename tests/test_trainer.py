@@ -474,3 +474,17 @@ def test_ctrl_c_marks_the_run_interrupted_and_a_rerun_finishes_it_identically(to
     monkeypatch.setattr(trainer_module._Trainer, "train_step", real_step)
     assert train(cfg, progress=False)["status"] == "finished"
     assert losses(tmp_path / "run") == losses(tmp_path / "reference")
+
+
+def test_a_muon_run_resumes_exactly_and_keeps_its_optimizer(tokens, tmp_path):
+    """optim.name = "muon" trains through the same loop; a run stopped after 6 steps and resumed
+    gives the uninterrupted run's losses, and resuming it with AdamW is refused."""
+    muon = {"name": "muon", "muon_lr": 0.02}
+    straight = tiny_config(*tokens, tmp_path / "a", max_steps=12, checkpoint_interval=6, optim=muon)
+    assert train(straight, progress=False)["status"] == "finished"
+    split = tiny_config(*tokens, tmp_path / "b", max_steps=12, checkpoint_interval=6, optim=muon)
+    assert train(split, progress=False, stop_after=6)["status"] == "stopped"
+    with pytest.raises(CS336Error, match="optim.name='muon'"):
+        train(tiny_config(*tokens, tmp_path / "b", max_steps=12, checkpoint_interval=6), progress=False)
+    train(split, progress=False)
+    assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 12

@@ -44,7 +44,12 @@ else:  # pragma: no cover
 
 @dataclass
 class OptimConfig:
-    """AdamW and its learning-rate schedule (linear warm-up, cosine decay to `min_lr`)."""
+    """The optimizer and its learning-rate schedule (linear warm-up, cosine decay to `min_lr`).
+
+    `name = "adamw"`: AdamW on every parameter. `name = "muon"`: Muon on the Transformer blocks'
+    matrices and AdamW on the rest (`cs336.training.muon.MuonAdamW`); Muon follows the same
+    schedule scaled to its own peak `muon_lr`."""
+    name: str = "adamw"  # "adamw" or "muon"
     lr: float = 1e-3  # the schedule's maximum
     min_lr: float = 1e-4
     warmup_iters: int = 100
@@ -53,6 +58,11 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
+    muon_lr: float = 0.02  # Muon's peak rate (name = "muon")
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0  # per step W ← W·(1 − rate·λ) on Muon's matrices
+    muon_adjust_lr_fn: str = "original"  # or "match_rms_adamw"
+    ns_dtype: str = "bfloat16"  # Newton–Schulz's dtype: "bfloat16" (as torch) or "float32"
 
 
 @dataclass
@@ -142,6 +152,11 @@ class TrainConfig:
         o = self.optim
         checks = [
             (o.lr >= 0 and o.min_lr >= 0, "optim.lr and optim.min_lr must be non-negative"),
+            (o.name in ("adamw", "muon"), f"optim.name={o.name!r} must be 'adamw' or 'muon'"),
+            (o.name != "muon" or o.lr > 0, "optim.lr must be positive with optim.name='muon' (Muon's rate is muon_lr / lr times the schedule's)"),
+            (o.muon_lr >= 0 and o.muon_momentum >= 0 and o.muon_weight_decay >= 0, "optim.muon_lr, optim.muon_momentum and optim.muon_weight_decay must be non-negative"),
+            (o.muon_adjust_lr_fn in ("original", "match_rms_adamw"), f"optim.muon_adjust_lr_fn={o.muon_adjust_lr_fn!r} must be 'original' or 'match_rms_adamw'"),
+            (o.ns_dtype in ("bfloat16", "float32"), f"optim.ns_dtype={o.ns_dtype!r} must be 'bfloat16' or 'float32'"),
             (o.warmup_iters >= 0, "optim.warmup_iters must be non-negative"),
             (all(0 <= b < 1 for b in o.betas), f"optim.betas={list(o.betas)} must lie in [0, 1)"),
             (o.eps >= 0 and o.weight_decay >= 0 and o.grad_clip >= 0, "optim.eps, optim.weight_decay and optim.grad_clip must be non-negative"),

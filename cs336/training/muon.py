@@ -33,8 +33,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from cs336.errors import CS336Error
-from cs336.model import TransformerBlock
 from cs336.training.optim import AdamW
 
 # Keller Jordan's quintic, chosen for a steep slope at 0 while 5 steps still keep every singular
@@ -183,16 +181,6 @@ class Muon(torch.optim.Optimizer):
             p.add_(O, alpha=-adjusted_lr(lr, p.shape, group["adjust_lr_fn"]))
 
 
-def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split `model`'s parameters into (Muon's, AdamW's): the 2-D weights inside its Transformer
-    blocks (attention q/k/v/output, FFN w1/w2/w3) and everything else (token embeddings, LM head,
-    norm gains), each parameter once."""
-    hidden = {id(p) for block in model.modules() if isinstance(block, TransformerBlock)
-              for p in block.parameters() if p.ndim == 2}
-    params = list(model.parameters())  # a tied matrix once
-    return [p for p in params if id(p) in hidden], [p for p in params if id(p) not in hidden]
-
-
 class MuonAdamW:
     """Muon on `muon_params` and AdamW on `adamw_params`, stepped as one optimizer.
 
@@ -257,30 +245,3 @@ class MuonAdamW:
             raise ValueError("not a MuonAdamW state dict: expected the keys 'muon' and 'adamw'")
         self.muon.load_state_dict(state_dict["muon"])
         self.adamw.load_state_dict(state_dict["adamw"])
-
-
-def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> AdamW | MuonAdamW:
-    """The optimizer `optim_cfg.name` names, over all of `model`'s parameters.
-
-    - "adamw": AdamW(lr, betas, eps, weight_decay) on everything;
-    - "muon": `MuonAdamW`: Muon(muon_lr, muon_momentum, muon_weight_decay, muon_adjust_lr_fn,
-      ns_dtype) on the blocks' weight matrices (`split_hidden_matrices`), AdamW as above on the rest.
-
-    `optim_cfg` is a `cs336.training.config.OptimConfig` (any object with those attributes);
-    `ns_dtype` is a dtype's name, "bfloat16" or "float32". `foreach` goes to AdamW.
-    """
-    o = optim_cfg
-    if o.name == "adamw":
-        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, foreach=foreach)
-    if o.name != "muon":
-        raise CS336Error(f"optim.name={o.name!r} is not one of 'adamw', 'muon'")
-    if o.ns_dtype not in ("bfloat16", "float32"):
-        raise CS336Error(f"optim.ns_dtype={o.ns_dtype!r} is not one of 'bfloat16', 'float32'")
-    hidden, rest = split_hidden_matrices(model)
-    if not hidden:
-        raise CS336Error("optim.name='muon' trains the Transformer blocks' matrices, and this model has none; use 'adamw'")
-    return MuonAdamW(
-        hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-        muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
-        ns_dtype=getattr(torch, o.ns_dtype), foreach=foreach,
-    )

@@ -38,13 +38,13 @@ from tqdm.auto import tqdm
 from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
 from cs336.provenance import code_version
-from cs336.runs import CHECKPOINTS, LOG, build_model, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
+from cs336.runs import CHECKPOINTS, LOG, build_model, build_optimizer, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
 from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
 from cs336.training.config import OptimConfig, TrainConfig, resolve_path
 from cs336.training.data import get_batch, load_tokens
 from cs336.training.loss import cross_entropy
-from cs336.training.optim import AdamW, get_lr_cosine_schedule, gradient_clipping
+from cs336.training.optim import get_lr_cosine_schedule, gradient_clipping
 from cs336.training.runlog import RunLog, read_log, truncate_log
 
 
@@ -183,13 +183,12 @@ class _Trainer:
         return wandb
 
     def _build_model(self) -> None:
-        cfg, o = self.cfg, self.cfg.optim
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.device)
         # On a GPU the multi-tensor update (bit-identical) saves ~8 kernel launches per parameter; on a
         # CPU the per-parameter loop is as fast or faster (benchmarks/README.md, "AdamW foreach").
-        self.optimizer = AdamW(self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                               foreach=self.device.type == "cuda")
+        self.optimizer = build_optimizer(self.model, cfg.optim, foreach=self.device.type == "cuda")
         self.ddp = None
         forward: nn.Module = self.model
         if self.dist.enabled:
@@ -208,6 +207,9 @@ class _Trainer:
                 continue
             extra = payload["extra"]
             saved = TrainConfig.from_dict(extra["config"])
+            if saved.optim.name != self.cfg.optim.name:
+                raise CS336Error(f"{self.run_dir} holds a run trained with optim.name={saved.optim.name!r}; "
+                                 "resume it with the same optimizer or choose a new run_dir")
             for key in ("model", "batch_size", "seed"):
                 if getattr(saved, key) != getattr(self.cfg, key):
                     raise CS336Error(
