@@ -25,6 +25,8 @@ import torch
 
 from cs336.paths import PROJECT_ROOT
 
+OUTPUTS = ("results", "figures")  # folders of results, not of code
+
 
 def _git(*args: str) -> str | None:
     try:
@@ -36,11 +38,13 @@ def _git(*args: str) -> str | None:
 
 @cache
 def _commit() -> tuple[str | None, bool | None]:
-    """(HEAD's commit, whether tracked files differ from it); (None, None) outside a git checkout."""
+    """(HEAD's commit, whether tracked files other than outputs differ from it); (None, None)
+    outside a git checkout. Outputs (`OUTPUTS`: committed logs and figures, which a sweep rewrites
+    while it runs) do not make the code dirty."""
     if not (PROJECT_ROOT / ".git").exists():
         return None, None
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{o}" for o in OUTPUTS))
     return commit, (None if status is None else bool(status))
 
 

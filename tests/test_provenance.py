@@ -32,6 +32,11 @@ def test_dirty_flag_follows_tracked_changes(tmp_path, monkeypatch):
         commit, dirty = provenance._commit()
         assert len(commit) == 40 and dirty is False
         (tmp_path / "untracked.txt").write_text("b")  # untracked files do not change results
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / "log.jsonl").write_text("{}")
+        subprocess.run([*git, "add", "results"], check=True)
+        subprocess.run([*git, "commit", "-qm", "y"], check=True)
+        (tmp_path / "results" / "log.jsonl").write_text('{"step": 1}')  # a sweep rewriting its outputs
         provenance._commit.cache_clear()
         assert provenance._commit()[1] is False
         (tmp_path / "f.txt").write_text("changed")
