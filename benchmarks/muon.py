@@ -17,20 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cs336 import Muon  # noqa: E402
-from cs336.training.config import load_config  # noqa: E402
-from cs336.training.muon import split_hidden_matrices  # noqa: E402
-from cs336.training.trainer import build_model  # noqa: E402
+from cs336 import Muon
+from cs336.paths import CONFIGS_DIR as CONFIGS
+from cs336.runs import build_model, split_hidden_matrices
+from cs336.training.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 HYPER = dict(lr=0.02, weight_decay=0.0, momentum=0.95)
 MAKERS = {
     "cs336 bf16": lambda ps: Muon(ps, **HYPER),

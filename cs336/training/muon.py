@@ -145,7 +145,7 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(
                         f"Muon updates 2-D weight matrices only, got a parameter of shape {tuple(p.shape)}; "
                         "use AdamW for embeddings, the LM head, norm gains and scalars "
-                        "(cs336.training.muon.MuonAdamW splits a model this way)"
+                        "(cs336.runs.split_hidden_matrices splits a model this way)"
                     )
         self.ns_dtype = ns_dtype
 
