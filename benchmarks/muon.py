@@ -21,7 +21,6 @@ import time
 
 import torch
 
-
 from cs336 import Muon
 from cs336.paths import CONFIGS_DIR as CONFIGS
 from cs336.runs import build_model, split_hidden_matrices
