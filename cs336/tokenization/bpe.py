@@ -38,7 +38,7 @@ import os
 import time
 from collections import defaultdict
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.errors import CS336Error
 from cs336.outputs import output_dir

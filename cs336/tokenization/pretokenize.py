@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from itertools import chain, islice
 
 import regex
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.errors import CS336Error
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
