@@ -39,6 +39,7 @@ CHECKED = [
     "01_unicode.ipynb",
     "02_bpe_training.ipynb",
     "03_tokenizer_experiments.ipynb",
+    "04_transformer_accounting.ipynb",
 ]
 QUOTE_SOURCES = ("write-up", "handout")
 VOLATILE = "# NBVAL_IGNORE_OUTPUT"  # a cell whose output changes from run to run (timings)
