@@ -41,6 +41,7 @@ CHECKED = [
     "03_tokenizer_experiments.ipynb",
     "04_transformer_accounting.ipynb",
     "05_optimizers.ipynb",
+    "07_generation.ipynb",
 ]
 QUOTE_SOURCES = ("write-up", "handout")
 VOLATILE = "# NBVAL_IGNORE_OUTPUT"  # a cell whose output changes from run to run (timings)
