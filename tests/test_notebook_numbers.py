@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-# The others join as their prose is brought in line; 06, 08 and 09 when their experiment logs are regenerated and their prose is brought in line.
+# 06, 08 and 09 join when their experiment logs are regenerated and their prose is brought in line.
 CHECKED = [
     "01_unicode.ipynb",
     "02_bpe_training.ipynb",
