@@ -401,7 +401,8 @@ def test_wall_clock_budget_ends_the_run_at_the_budget_with_the_minimum_lr(tokens
     summary = train(cfg, progress=False)
     recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "lr" in r]
     assert summary["status"] == "finished" and [r["step"] for r in recs] == list(range(1, summary["step"] + 1))
-    assert recs[-2]["wall_s"] < budget_s <= recs[-1]["wall_s"]  # stopped at the first step past the budget
+    # stopped at the first step past the budget (wall_s is logged rounded to 0.1 ms: < may read as =)
+    assert recs[-2]["wall_s"] <= budget_s <= recs[-1]["wall_s"]
     o = cfg.optim
     after_warmup = [r["lr"] for r in recs if r["step"] > o.warmup_iters]
     assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))  # cosine decays monotonically
