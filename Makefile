@@ -53,7 +53,7 @@ lab: setup
 SCALE ?= cpu
 CPU_DATA := runs/data/tinystories_cpu
 TS_SAMPLE := data/tinystories
-CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu seeds_cpu leaderboard_cpu
+CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu
 FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
 TS_FULL := $(DATA)/tinystories
 OWT := $(DATA)/owt

@@ -149,10 +149,30 @@ def test_load_sweep_resolves_base_relative_to_the_file(tmp_path):
     assert s.overrides(s.points[1]) == {"optim.max_steps": 3, "optim.lr": 0.01, "run_dir": str(tmp_path / "runs" / "lr=0.01")}
 
 
+def test_seeds_repeat_every_point_once_per_seed(tmp_path):
+    path = sweep_file(tmp_path, """
+        [sweep]
+        base = "base.toml"
+        seeds = [0, 1]
+        [grid]
+        "optim.lr" = [0.001, 0.01]
+        [[points]]
+        name = "nope"
+        "model.position" = "nope"
+    """)
+    s = load_sweep(path, out_dir=tmp_path / "runs")
+    assert [p.name for p in s.points] == ["lr=0.001__seed=0", "lr=0.001__seed=1", "lr=0.01__seed=0", "lr=0.01__seed=1",
+                                          "nope__seed=0", "nope__seed=1"]
+    assert s.points[-1].overrides == {"model.position": "nope", "seed": 1}
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
         ('[sweep]\nbase = "base.toml"\nlr = 1\n[grid]\na = [1]\n', r"unknown \[sweep\] key\(s\) lr; valid: name, base"),
+        ('[sweep]\nbase = "base.toml"\nseeds = []\n[grid]\na = [1]\n', "seeds must be a non-empty list"),
+        ('[sweep]\nbase = "base.toml"\nseeds = [0, 0]\n[grid]\na = [1]\n', "repeat a seed"),
+        ('[sweep]\nbase = "base.toml"\nseeds = [0, 1]\n[grid]\nseed = [1]\n', "cannot be combined"),
         ('[sweep]\nbase = "base.toml"\n[grids]\na = [1]\n', "unknown section"),
         ('[sweep]\nname = "x"\n[grid]\na = [1]\n', "needs `base`"),
         ('[sweep]\nbase = "nope.toml"\n[grid]\na = [1]\n', "not found"),

@@ -9,6 +9,7 @@ A sweep file is TOML:
     name_keys = ["optim.lr"]             # optional: the keys that name the points (default: all swept)
     out_dir = "runs/sweeps/lr_cpu"       # run directories (with checkpoints); relative to the cwd
     results_dir = "results/lr_cpu"       # optional: each ended run's small logs are copied here
+    seeds = [0, 1, 2]                    # optional: every point once per seed (`<point>__seed=N`)
 
     [set]                                # overrides every point shares (any dotted key)
     "optim.max_steps" = 300
@@ -62,7 +63,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SWEEP_KEYS = ("name", "base", "scale", "out_dir", "results_dir", "description", "name_keys")
+SWEEP_KEYS = ("name", "base", "scale", "out_dir", "results_dir", "description", "name_keys", "seeds")
 SECTIONS = ("sweep", "set", "grid", "points")
 # The training config key that says where a run writes its files.
 RUN_DIR_KEY = "run_dir"
@@ -157,6 +158,18 @@ def expand(grid: dict[str, list[Any]], points: list[dict[str, Any]], shared: dic
     return out
 
 
+def with_seeds(points: list[Point], seeds: list[int], shared: dict[str, Any]) -> list[Point]:
+    """Each point once per seed, named `<point>__seed=<seed>`: the repeats a comparison needs to
+    tell an effect from run-to-run noise."""
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise CS336Error(f"[sweep] seeds must be a non-empty list of whole numbers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise CS336Error(f"[sweep] seeds repeat a seed: {seeds}")
+    if "seed" in shared or any("seed" in p.overrides for p in points):
+        raise CS336Error("[sweep] seeds and a swept or set `seed` cannot be combined")
+    return [Point(f"{p.name}__seed={seed}", {**p.overrides, "seed": seed}) for p in points for seed in seeds]
+
+
 def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
     """Read and check a sweep file (see the module docstring)."""
     path = Path(path)
@@ -181,6 +194,8 @@ def load_sweep(path: str | Path, *, out_dir: str | Path | None = None) -> Sweep:
     name = head.get("name", path.stem)
     shared = flatten(raw.get("set", {}))
     points = expand(raw.get("grid", {}), raw.get("points", []), shared, head.get("name_keys"))
+    if "seeds" in head:
+        points = with_seeds(points, head["seeds"], shared)
     return Sweep(
         name=name,
         base=base,
