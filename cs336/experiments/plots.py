@@ -70,6 +70,7 @@ def plot_curves(
     value, and says "(diverged)" in the legend; non-finite values are left out of the line. Values
     above `cap` are drawn at the cap (so one exploding run does not flatten the others), and a ×
     drawn there is labelled with its true value."""
+    labelled = set()  # runs of one condition (its seeds) share a colour and one legend entry
     for i, (run, g) in enumerate(runs.groupby("run", sort=False)):
         g = g[g[y].notna()].sort_values(x) if y in g else g.iloc[0:0]
         if g.empty:
@@ -79,7 +80,8 @@ def plot_curves(
         text = (label(g) if label else str(run)) + (" (diverged)" if diverged else "")
         color = (colors or {}).get(run, f"C{i % 10}")
         ys = g.loc[ok, y].clip(upper=cap) if cap is not None else g.loc[ok, y]
-        ax.plot(g.loc[ok, x], ys, color=color, label=text)
+        ax.plot(g.loc[ok, x], ys, color=color, label=text if text not in labelled else "_nolegend_")
+        labelled.add(text)
         if diverged and ok.any():
             last = g[ok].iloc[-1]
             ax.plot([last[x]], [ys.iloc[-1]], **DIVERGED)
@@ -167,17 +169,23 @@ def figure_batch_size(root: str | Path):
     runs, summary, info = _load(Path(root))
     with style():
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
-        best = summary.loc[summary.groupby(BATCH)["final_val_loss"].idxmin()]
-        best_runs = runs[runs["run"].isin(best["run"])]
+        # each (batch size, lr) over its seeds: mean ± standard deviation of the final loss
+        cond = summary.groupby([BATCH, LR])["final_val_loss"].agg(["mean", "std"]).reset_index()
+        best = cond.loc[cond.groupby(BATCH)["mean"].idxmin()].rename(columns={"mean": "final_val_loss"})
+        best_keys = set(zip(best[BATCH], best[LR]))
+        best_runs = runs[[k in best_keys for k in zip(runs[BATCH], runs[LR])]]
         label = lambda g: f"bs {g[BATCH].iloc[0]}, lr {g[LR].iloc[0]:g}"
-        colors = lr_colors(best, BATCH)
+        colors = lr_colors(summary[[k in best_keys for k in zip(summary[BATCH], summary[LR])]], BATCH)
         cap = initial_cap(runs, 1.3)
         plot_curves(axes[0], best_runs, x="tokens", label=label, colors=colors, cap=cap)
         plot_curves(axes[1], best_runs, x="wall_s", label=label, colors=colors, cap=cap)
         # the rate every batch size was tried at, and the best of those tried for each batch size
         fixed = summary.groupby(LR)[BATCH].nunique().idxmax()
-        plot_final(axes[2], summary[summary[LR] == fixed], BATCH, label=f"fixed lr {fixed:g}", color="C0")
-        axes[2].plot(best[BATCH], best["final_val_loss"], "s--", color="C1", label="lr retuned per batch size")
+        at_fixed = cond[cond[LR] == fixed]
+        axes[2].errorbar(at_fixed[BATCH], at_fixed["mean"], yerr=at_fixed["std"].fillna(0), fmt="o-", color="C0", capsize=3,
+                         label=f"fixed lr {fixed:g} (mean ± sd over seeds)")
+        axes[2].errorbar(best[BATCH], best["final_val_loss"], yerr=best["std"].fillna(0), fmt="s--", color="C1", capsize=3,
+                         label="lr retuned per batch size")
         for _, r in best.iterrows():
             axes[2].annotate(f"{r[LR]:g}", (r[BATCH], r["final_val_loss"]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="C1")
         axes[2].set_xscale("log", base=2)
