@@ -77,7 +77,7 @@ def first_point(sweep: Path) -> Path:
 
 
 def test_every_committed_sweep_is_checked():
-    assert {s.name for s in SWEEPS} >= {"lr_cpu", "batch_size_cpu", "ablations_cpu", "seeds_cpu", "leaderboard_cpu"}
+    assert {s.name for s in SWEEPS} >= {"lr_cpu", "batch_size_cpu", "ablations_cpu", "seeds_cpu", "leaderboard_cpu", "owt_cpu"}
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.name)
