@@ -55,3 +55,4 @@ def test_word_pieces_and_tokens_per_word():
     assert pieces(tok, "abc") == ["ab", "c"]
     assert tokens_per_word(tok, "ab ab") == 1.5  # 'ab', then ' ab' as ' ', 'ab': 3 tokens, 2 words
     assert most_split_words(tok, "ab xyz, ab xyz xy", k=2) == [(" xyz", 4, 2), (" xy", 3, 1)]
+    assert most_split_words(tok, "ab xyz, ab xyz xy", min_count=2) == [(" xyz", 4, 2)]  # "ab" and " ab" once each

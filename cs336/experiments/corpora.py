@@ -87,11 +87,12 @@ def tokens_per_word(tokenizer, text: str) -> float:
     return len(tokenizer.encode(text)) / len(text.split())
 
 
-def most_split_words(tokenizer, text: str, k: int = 10) -> list[tuple[str, int, int]]:
-    """The `k` distinct words of `text` that `tokenizer` splits into the most tokens, as
-    (word, tokens, occurrences), most tokens first, then most frequent, then alphabetical. A word
-    is a pre-token of letters only (with the space before it, as the tokenizer sees it)."""
-    counts = {w: n for w, n in count_pretokens_fast(text, [END_OF_TEXT]).items() if w.strip().isalpha()}
+def most_split_words(tokenizer, text: str, k: int = 10, min_count: int = 1) -> list[tuple[str, int, int]]:
+    """The `k` distinct words of `text` occurring at least `min_count` times that `tokenizer` splits
+    into the most tokens, as (word, tokens, occurrences), most tokens first, then most frequent, then
+    alphabetical. A word is a pre-token of letters only (with the space before it, as the tokenizer
+    sees it); `min_count=2` leaves out one-off strings such as identifiers."""
+    counts = {w: n for w, n in count_pretokens_fast(text, [END_OF_TEXT]).items() if w.strip().isalpha() and n >= min_count}
     lengths = {w: len(tokenizer.encode(w)) for w in counts}
     ranked = sorted(lengths, key=lambda w: (-lengths[w], -counts[w], w))
     return [(w, lengths[w], counts[w]) for w in ranked[:k]]
