@@ -46,14 +46,16 @@ lab: setup
 
 # --- experiments: sweeps, figures, write-up -----------------------------------------------------
 # `make reproduce` reruns the experiments of notebooks 06, 08 and 09 and redraws their figures:
-#   SCALE=cpu   the scaled-down sweeps on the TinyStories sample in data/ (15-50 minutes on one core,
-#               depending on how busy the machine is);
+#   SCALE=cpu   the scaled-down sweeps on the TinyStories and OpenWebText samples in data/ (15-50
+#               minutes on one core, depending on how busy the machine is);
 #               their small logs land in results/ (committed), checkpoints in runs/ (not)
 #   SCALE=full  the handout's runs (TinyStories V2 and OpenWebText; one GPU each, many GPU-hours)
 SCALE ?= cpu
 CPU_DATA := runs/data/tinystories_cpu
 TS_SAMPLE := data/tinystories
-CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu
+OWT_CPU := runs/data/owt_cpu
+OWT_SAMPLE := data/owt/owt-sample-680K.txt
+CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu owt_cpu
 FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
 TS_FULL := $(DATA)/tinystories
 OWT := $(DATA)/owt
@@ -65,7 +67,18 @@ $(CPU_DATA)/%.npy: $(CPU_DATA)/vocab.json
 	$(PY) -m cs336 encode --tokenizer $(CPU_DATA) --special-token '<|endoftext|>' --no-progress --out $@ \
 		--input $(TS_SAMPLE)/TinyStories-$(if $(filter train,$*),train-2M,valid-800K).txt
 
-data-cpu: setup $(CPU_DATA)/train.npy $(CPU_DATA)/valid.npy
+# The OWT sample has no held-out split of its own: `cs336 data split` holds out every 5th of its
+# documents (cs336/data/split.py), and the BPE learns from the rest only.
+$(OWT_CPU)/train.txt $(OWT_CPU)/valid.txt &:
+	$(PY) -m cs336 data split --input $(OWT_SAMPLE) --out $(OWT_CPU)
+
+$(OWT_CPU)/vocab.json: $(OWT_CPU)/train.txt
+	$(PY) -m cs336 train-bpe --input $(OWT_CPU)/train.txt --vocab-size 2000 --special-token '<|endoftext|>' --out $(OWT_CPU)
+
+$(OWT_CPU)/%.npy: $(OWT_CPU)/vocab.json $(OWT_CPU)/%.txt
+	$(PY) -m cs336 encode --tokenizer $(OWT_CPU) --special-token '<|endoftext|>' --no-progress --out $@ --input $(OWT_CPU)/$*.txt
+
+data-cpu: setup $(CPU_DATA)/train.npy $(CPU_DATA)/valid.npy $(OWT_CPU)/train.npy $(OWT_CPU)/valid.npy
 
 reproduce: setup
 ifeq ($(SCALE),cpu)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from cs336.data import CORPORA, corpus_path
+from cs336.data import CORPORA, HOLDOUT_EVERY, corpus_path, split_documents
 from cs336.data.fetch import fetch
 from cs336.demo import run_demo
 from cs336.errors import CS336Error
@@ -62,15 +62,16 @@ def _positive_int(text: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# data fetch
+# data fetch, where, split
 # ---------------------------------------------------------------------------------------------
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data", help="download or copy the full-size corpora into the data directory",
         description="Manage the full-size corpora (the samples in the checkout's data/ need nothing).", **_FORMAT,
-        epilog=_examples("cs336 data where", "cs336 data fetch tinystories", "cs336 data fetch owt --mirror /mnt/corpora"),
+        epilog=_examples("cs336 data where", "cs336 data fetch tinystories", "cs336 data fetch owt --mirror /mnt/corpora",
+                         "cs336 data split --input data/owt/owt-sample-680K.txt --out runs/data/owt_cpu"),
     )
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch,where}", help="what to do")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{fetch,where,split}", help="what to do")
     f = data_sub.add_parser(
         "fetch", help="fetch a corpus (progress bar, resume, checksum)",
         description="Download a corpus into the data directory, resuming a partial download and checking "
@@ -90,10 +91,28 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "file when fetched, else the shipped sample.", **_FORMAT, epilog=_examples("cs336 data where"),
     )
     w.set_defaults(func=_run_data_where)
+    s = data_sub.add_parser(
+        "split", help="split a sample into train and held-out documents",
+        description="Write OUT/train.txt and OUT/valid.txt from a file of documents joined by <|endoftext|>: "
+        "counting documents from 1, every K-th is held out (valid), the others are for training. "
+        "The same on every machine; each file keeps the input's format.", **_FORMAT,
+        epilog=_examples("cs336 data split --input data/owt/owt-sample-680K.txt --out runs/data/owt_cpu"),
+    )
+    s.add_argument("--input", required=True, metavar="FILE", help="documents joined by <|endoftext|>")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory (train.txt, valid.txt)")
+    s.add_argument("--holdout-every", type=_positive_int, default=HOLDOUT_EVERY, metavar="K", help="hold out every K-th document")
+    s.set_defaults(func=_run_data_split)
 
 
 def _run_data_fetch(args: argparse.Namespace) -> int:
     fetch(args.corpus, mirror=args.mirror, dest=args.dest)
+    return 0
+
+
+def _run_data_split(args: argparse.Namespace) -> int:
+    split = split_documents(args.input, args.out, holdout_every=args.holdout_every)
+    for name, path in split.paths.items():
+        print(f"{name}: {split.documents[name]} documents, {split.bytes[name]:,} bytes -> {path}")
     return 0
 
 

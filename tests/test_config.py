@@ -183,6 +183,13 @@ def test_tinystories_config_is_the_handouts_reference_run():
     assert cfg.total_steps * cfg.batch_size * m.context_length == 327_680_000
 
 
+def test_the_owt_cpu_config_differs_from_the_tinystories_one_only_in_its_data():
+    """Notebook 09 compares the two corpora with one model: nothing but the name and the data may differ."""
+    ts, owt = (load_config(ROOT / "configs" / f"{name}.toml") for name in ("tinystories_cpu", "owt_cpu"))
+    assert dataclasses.replace(owt, name=ts.name, data=ts.data) == ts
+    assert owt.data.train.endswith("runs/data/owt_cpu/train.npy") and owt.data.valid.endswith("runs/data/owt_cpu/valid.npy")
+
+
 def test_demo_config_trains_on_a_wall_clock_budget():
     cfg = load_config(ROOT / "configs" / "demo.toml")
     assert cfg.max_minutes and cfg.max_minutes <= 3 and cfg.total_steps is None

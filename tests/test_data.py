@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cs336.data import corpus_path, read_head, sample_path, tiktoken_gpt2
+from cs336.cli import main
+from cs336.data import HOLDOUT_EVERY, corpus_path, read_head, sample_path, split_documents, tiktoken_gpt2
+from cs336.data import split as split_module
 from cs336.errors import CS336Error
 from cs336.paths import CHECKOUT_DATA, data_dir, user_data_dir
 
@@ -143,3 +145,60 @@ def test_tiktoken_cache_is_rewritten_when_a_file_is_damaged(monkeypatch, tmp_pat
     for f in tmp_path.iterdir():
         f.write_bytes(f.read_bytes()[:100])  # truncated: tiktoken would try to download again
     assert tiktoken_gpt2().encode("Hello world") == [15496, 995]
+
+
+# ---------------------------------------------------------------------------------------------
+# A held-out split of a sample
+# ---------------------------------------------------------------------------------------------
+EOT = b"<|endoftext|>"
+
+
+def test_every_kth_document_is_held_out_and_the_files_keep_the_format(tmp_path):
+    source = tmp_path / "docs.txt"
+    source.write_bytes(EOT.join([b"a", b"b\n", b"c", b"", b"e", b"f"]))
+    split = split_documents(source, tmp_path / "out", holdout_every=2)
+    assert split.train.read_bytes() == EOT.join([b"a", b"c", b"e"])
+    assert split.valid.read_bytes() == EOT.join([b"b\n", b"", b"f"])  # empty documents count too
+    assert split.documents == {"train": 3, "valid": 3}
+    assert split.bytes == {"train": split.train.stat().st_size, "valid": split.valid.stat().st_size}
+
+
+def test_split_streams_documents_across_read_boundaries(monkeypatch, tmp_path):
+    monkeypatch.setattr(split_module, "_CHUNK", 5)  # separators cut in two by every read
+    docs = [f"document {i}: ".encode() + b"x" * i for i in range(23)]
+    source = tmp_path / "docs.txt"
+    source.write_bytes(EOT.join(docs))
+    split = split_documents(source, tmp_path)
+    assert split.valid.read_bytes() == EOT.join(docs[4::5]) and split.train.read_bytes() == EOT.join(
+        d for i, d in enumerate(docs) if i % 5 != 4)
+
+
+def test_the_owt_sample_splits_into_whole_documents(tmp_path):
+    source = DATA / "owt" / "owt-sample-680K.txt"
+    split = split_documents(source, tmp_path)
+    assert split.documents == {"train": 107, "valid": 26}
+    docs = source.read_bytes().split(EOT)
+    assert split.valid.read_bytes().split(EOT) == docs[HOLDOUT_EVERY - 1::HOLDOUT_EVERY]
+    assert sum(split.bytes.values()) == source.stat().st_size - len(EOT)  # 132 separators -> 106 + 25
+
+
+def test_a_split_with_nothing_to_hold_out_writes_nothing(tmp_path):
+    source = tmp_path / "docs.txt"
+    source.write_bytes(EOT.join([b"a", b"b"]))
+    with pytest.raises(CS336Error, match="fewer than 5, so none is held out"):
+        split_documents(source, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(CS336Error, match="no such file"):
+        split_documents(tmp_path / "missing.txt", tmp_path / "out")
+    with pytest.raises(CS336Error, match="at least 2"):
+        split_documents(source, tmp_path / "out", holdout_every=1)
+
+
+def test_cli_data_split(tmp_path, capsys):
+    source = tmp_path / "docs.txt"
+    source.write_bytes(EOT.join([b"one", b"two", b"three"]))
+    assert main(["data", "split", "--input", str(source), "--out", str(tmp_path / "s"), "--holdout-every", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 documents, 19 bytes" in out and "valid: 1 documents, 5 bytes" in out
+    assert (tmp_path / "s" / "valid.txt").read_bytes() == b"three"
+    assert main(["data", "split", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2

@@ -361,6 +361,8 @@ def synthetic_results(root: Path) -> None:
                             ("post", 1e-2, {"norm": "post"}), ("nope", 1e-2, {"position": "nope"}), ("silu", 1e-2, {"ffn": "silu"})]:
         write_run(root / "ablations_cpu" / name, cfg(lr, **model), [5, 4, 3.5], status="diverged" if name == "nonorm_lr=0.01" else "finished")
     write_run(root / "leaderboard_cpu" / "run", cfg(3e-3), [5, 4, 3, 2.9])
+    for lr, losses, status in [(1e-2, [6, 5, 4.5, 4.4], "finished"), (1e-1, [6, 9, float("nan"), float("nan")], "diverged")]:
+        write_run(root / "owt_cpu" / f"lr={lr:g}", cfg(lr), losses, status=status)
     (root / "lr_cpu" / "sweep.json").write_text(json.dumps({"name": "lr_cpu", "scale": "cpu", "base": "tinystories_cpu.toml", "hardware": "test cpu"}))
 
 

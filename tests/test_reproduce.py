@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cs336.data import split_documents
 from cs336.paths import RESULTS_DIR, sample_path
 from cs336.runs import CONFIG, LOG, SUMMARY
 from cs336.tokenization import END_OF_TEXT
@@ -36,20 +37,39 @@ SWEEPS = sorted(p.parent for p in RESULTS_DIR.glob("*/sweep.json"))
 # Committed before runs recorded their code version. Their first steps still reproduce (below); the
 # runs themselves are 10 and 30 minutes of wall-clock each, rerun alone on the machine.
 BEFORE_CODE_VERSION = {"leaderboard_cpu"}
-CPU_DATA = "runs/data/tinystories_cpu"  # where `make data-cpu` puts the sweeps' token files
+
+
+def tinystories_texts(root: Path) -> tuple[Path, Path]:
+    return sample_path("tinystories/TinyStories-train-2M.txt"), sample_path("tinystories/TinyStories-valid-800K.txt")
+
+
+def owt_texts(root: Path) -> tuple[Path, Path]:
+    split = split_documents(sample_path("owt/owt-sample-680K.txt"), root)  # every 5th document held out
+    return split.train, split.valid
+
+
+# Where `make data-cpu` puts each corpus's token files (the sweeps' configs name them), and the
+# train and held-out texts it makes them from.
+CPU_DATA = {"runs/data/tinystories_cpu": tinystories_texts, "runs/data/owt_cpu": owt_texts}
 
 
 @pytest.fixture(scope="module")
-def cpu_tokens(tmp_path_factory) -> dict[str, Path]:
+def cpu_tokens(tmp_path_factory):
     """The sweeps' token files, made as `make data-cpu` makes them: a 2,000-token BPE of the train
-    sample, then both samples encoded with it."""
-    root = tmp_path_factory.mktemp("tinystories_cpu")
-    train_bpe_to_dir(sample_path("tinystories/TinyStories-train-2M.txt"), 2000, [END_OF_TEXT], root, progress=False)
-    tokenizer = load_tokenizer(root)
-    files = {}
-    for split, sample in (("train", "TinyStories-train-2M.txt"), ("valid", "TinyStories-valid-800K.txt")):
-        files[split] = encode_file(tokenizer, sample_path(f"tinystories/{sample}"), root / f"{split}.npy", progress=False).output_path
-    return {split: Path(p) for split, p in files.items()}
+    text, then the train and held-out texts encoded with it; each corpus once, when a sweep needs it."""
+    made: dict[str, dict[str, Path]] = {}
+
+    def tokens(data_dir: str) -> dict[str, Path]:
+        if data_dir not in made:
+            root = tmp_path_factory.mktemp(Path(data_dir).name)
+            texts = dict(zip(("train", "valid"), CPU_DATA[data_dir](root)))
+            train_bpe_to_dir(texts["train"], 2000, [END_OF_TEXT], root, progress=False)
+            tokenizer = load_tokenizer(root)
+            made[data_dir] = {split: Path(encode_file(tokenizer, text, root / f"{split}.npy", progress=False).output_path)
+                              for split, text in texts.items()}
+        return made[data_dir]
+
+    return tokens
 
 
 def first_point(sweep: Path) -> Path:
@@ -57,7 +77,7 @@ def first_point(sweep: Path) -> Path:
 
 
 def test_every_committed_sweep_is_checked():
-    assert {s.name for s in SWEEPS} >= {"lr_cpu", "batch_size_cpu", "ablations_cpu", "leaderboard_cpu"}
+    assert {s.name for s in SWEEPS} >= {"lr_cpu", "batch_size_cpu", "ablations_cpu", "leaderboard_cpu", "owt_cpu"}
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.name)
@@ -75,9 +95,11 @@ def test_every_committed_run_records_its_code_version(sweep):
 def test_the_first_steps_of_a_committed_run_reproduce(sweep, cpu_tokens, tmp_path):
     point = first_point(sweep)
     cfg = TrainConfig.from_dict(json.loads((point / CONFIG).read_text()))
-    assert {cfg.data.train, cfg.data.valid} == {f"{CPU_DATA}/train.npy", f"{CPU_DATA}/valid.npy"}
+    data_dir = str(Path(cfg.data.train).parent)
+    assert data_dir in CPU_DATA and {cfg.data.train, cfg.data.valid} == {f"{data_dir}/train.npy", f"{data_dir}/valid.npy"}
+    files = cpu_tokens(data_dir)
     cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / point.name), checkpoint_interval=0,
-                              data=dataclasses.replace(cfg.data, train=str(cpu_tokens["train"]), valid=str(cpu_tokens["valid"])))
+                              data=dataclasses.replace(cfg.data, train=str(files["train"]), valid=str(files["valid"])))
     assert train(cfg, progress=False, stop_after=PREFIX)["status"] == "stopped"
 
     def losses(path: Path) -> dict[tuple[int, str], float]:

@@ -253,30 +253,68 @@ def figure_leaderboard(root: str | Path):
     return fig
 
 
-# figure name → (builder, results folder it reads, relative to the results root)
-FIGURES: dict[str, tuple[Callable, str]] = {
-    "06_lr_sweep": (figure_lr_sweep, "lr_cpu"),
-    "06_batch_size": (figure_batch_size, "batch_size_cpu"),
-    "08_ablations": (figure_ablations, "ablations_cpu"),
-    "09_leaderboard_cpu": (figure_leaderboard, "leaderboard_cpu"),
+def figure_corpora(root: str | Path, reference: str | Path):
+    """One model on two corpora: the sweep in `root` (OpenWebText) beside the learning-rate sweep in
+    `reference` (TinyStories) at the same rates. The final validation loss of each against the
+    learning rate, and the training and validation curves of each corpus's best run."""
+    runs, summary, info = _load(Path(root))
+    ref_runs, ref_summary, ref_info = _load(Path(reference))
+    name, ref_name = info.get("name", Path(root).name), ref_info.get("name", Path(reference).name)
+    corpus, ref_corpus = "OpenWebText", "TinyStories"
+    ref_summary = ref_summary[ref_summary[LR].isin(set(summary[LR]))]
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+        plot_final(axes[0], summary, LR, label=f"{corpus} ({name})", color="C3")
+        plot_final(axes[0], ref_summary, LR, label=f"{ref_corpus} ({ref_name})", color="C0")
+        axes[0].set_ylabel("final validation loss (nats per token)")
+        axes[0].set_title("final validation loss vs learning rate")
+        axes[0].legend()
+        ax = axes[1]
+        for label, color, r, s in ((corpus, "C3", runs, summary), (ref_corpus, "C0", ref_runs, ref_summary)):
+            best = s.loc[s["final_val_loss"].idxmin()]
+            g = r[r["run"] == best["run"]]
+            for y, style_, what in (("val_loss", "-", "validation"), ("train_loss", ":", "training")):
+                points = g[g[y].notna()].sort_values("step")
+                ax.plot(points["step"], points[y], style_, color=color, label=f"{label}, lr {best[LR]:g}: {what}")
+        ax.set_ylim(top=initial_cap(pd.concat([runs, ref_runs]), 1.02))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per token)")
+        ax.set_title("the best run of each corpus")
+        ax.legend()
+        fig.suptitle(f"The same model on {corpus} and on {ref_corpus}")
+        footer(fig, summary, info, note=f"{ref_corpus}: {ref_name}, the same model and steps. Each corpus has its own 2,000-id BPE, "
+               "so a token holds a different number of bytes: notebook 09 converts the losses to bits per byte.")
+    return fig
+
+
+# figure name → (builder, the results folders it reads, relative to the results root, in the
+# order the builder takes them)
+FIGURES: dict[str, tuple[Callable, tuple[str, ...]]] = {
+    "06_lr_sweep": (figure_lr_sweep, ("lr_cpu",)),
+    "06_batch_size": (figure_batch_size, ("batch_size_cpu",)),
+    "08_ablations": (figure_ablations, ("ablations_cpu",)),
+    "09_leaderboard_cpu": (figure_leaderboard, ("leaderboard_cpu",)),
+    "09_owt_cpu": (figure_corpora, ("owt_cpu", "lr_cpu")),
 }
 
 
 def draw(name: str, results: str | Path = RESULTS_DIR, out_dir: str | Path | None = None) -> Path:
     """Build figure `name` (a key of `FIGURES`) from the logs under `results` and write it as
     `<out_dir>/<name>.png` and `.svg` (default out_dir: `figures_dir()`); return the PNG's path."""
-    build, folder = FIGURES[name]
+    build, folders = FIGURES[name]
     with style():  # tick labels and sizes are settled when the figure is drawn, i.e. saved
-        return save_figure(build(Path(results) / folder), Path(out_dir or figures_dir()) / f"{name}.png", svg=True, close=True)
+        fig = build(*(Path(results) / folder for folder in folders))
+        return save_figure(fig, Path(out_dir or figures_dir()) / f"{name}.png", svg=True, close=True)
 
 
 def make_figures(results: str | Path = RESULTS_DIR, out_dir: str | Path | None = None, *, log=print) -> list[Path]:
     """Rebuild every figure whose results exist (see `draw`); say which were skipped and why.
     Return the paths written."""
     written = []
-    for name, (_, folder) in FIGURES.items():
-        if not (Path(results) / folder).is_dir():
-            log(f"skip {name}: no results in {Path(results) / folder}")
+    for name, (_, folders) in FIGURES.items():
+        missing = [Path(results) / folder for folder in folders if not (Path(results) / folder).is_dir()]
+        if missing:
+            log(f"skip {name}: no results in {', '.join(map(str, missing))}")
             continue
         png = draw(name, results, out_dir)
         written += [png, png.with_suffix(".svg")]
