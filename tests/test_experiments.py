@@ -14,6 +14,7 @@ import pytest
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.experiments import sweeps
+from cs336.experiments.cpu import committed_config, live_run
 from cs336.experiments.plots import FIGURES, make_figures
 from cs336.experiments.runs import flatten, load_runs, summarize_runs, swept_keys
 from cs336.experiments.sweeps import expand, load_sweep, run_sweep
@@ -437,3 +438,15 @@ def test_writeup_without_notebooks_is_a_clear_error(tmp_path):
 
     with pytest.raises(CS336Error, match="no numbered notebooks"):
         export_writeup(tmp_path)
+
+
+# --------------------------------------------------------------------------- live reruns of committed points
+@pytest.mark.slow
+def test_live_run_reruns_a_committed_point_with_overrides(tmp_path):
+    summary = live_run("lr_cpu", tmp_path, "max_steps=30", "threads=1", "eval_interval=10", point="lr=0.1")
+    assert summary["status"] == "finished" and summary["step"] == 30
+    base = committed_config("lr_cpu", "lr=0.1")
+    assert summary["parameters"] == 356_672 and base.optim.lr == 0.1
+    assert (tmp_path / "tinystories_cpu" / "train.npy").is_file()  # made once, beside the runs
+    with pytest.raises(CS336Error, match="has no point 'lr=7'"):
+        live_run("lr_cpu", tmp_path, point="lr=7")

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cs336.data import split_documents
-from cs336.paths import RESULTS_DIR, sample_path
+from cs336.experiments.cpu import DATA_DIRS, cpu_tokens
+from cs336.paths import RESULTS_DIR
 from cs336.runs import CONFIG, LOG, SUMMARY
-from cs336.tokenization import END_OF_TEXT
-from cs336.tokenization.bpe import train_bpe_to_dir
-from cs336.tokenization.encode_file import encode_file
-from cs336.tokenization.tokenizer import load_tokenizer
 from cs336.training.config import TrainConfig
 from cs336.training.runlog import read_log
 from cs336.training.trainer import train
@@ -39,37 +35,12 @@ SWEEPS = sorted(p.parent for p in RESULTS_DIR.glob("*/sweep.json"))
 BEFORE_CODE_VERSION = {"leaderboard_cpu"}
 
 
-def tinystories_texts(root: Path) -> tuple[Path, Path]:
-    return sample_path("tinystories/TinyStories-train-2M.txt"), sample_path("tinystories/TinyStories-valid-800K.txt")
-
-
-def owt_texts(root: Path) -> tuple[Path, Path]:
-    split = split_documents(sample_path("owt/owt-sample-680K.txt"), root)  # every 5th document held out
-    return split.train, split.valid
-
-
-# Where `make data-cpu` puts each corpus's token files (the sweeps' configs name them), and the
-# train and held-out texts it makes them from.
-CPU_DATA = {"runs/data/tinystories_cpu": tinystories_texts, "runs/data/owt_cpu": owt_texts}
-
-
 @pytest.fixture(scope="module")
-def cpu_tokens(tmp_path_factory):
-    """The sweeps' token files, made as `make data-cpu` makes them: a 2,000-token BPE of the train
-    text, then the train and held-out texts encoded with it; each corpus once, when a sweep needs it."""
-    made: dict[str, dict[str, Path]] = {}
-
-    def tokens(data_dir: str) -> dict[str, Path]:
-        if data_dir not in made:
-            root = tmp_path_factory.mktemp(Path(data_dir).name)
-            texts = dict(zip(("train", "valid"), CPU_DATA[data_dir](root)))
-            train_bpe_to_dir(texts["train"], 2000, [END_OF_TEXT], root, progress=False)
-            tokenizer = load_tokenizer(root)
-            made[data_dir] = {split: Path(encode_file(tokenizer, text, root / f"{split}.npy", progress=False).output_path)
-                              for split, text in texts.items()}
-        return made[data_dir]
-
-    return tokens
+def cpu_data(tmp_path_factory):
+    """The sweeps' token files, made as `make data-cpu` makes them (`cs336.experiments.cpu`), each
+    corpus once, when a sweep needs it."""
+    root = tmp_path_factory.mktemp("cpu_data")
+    return lambda data_dir: cpu_tokens(DATA_DIRS[data_dir], root / Path(data_dir).name)
 
 
 def first_point(sweep: Path) -> Path:
@@ -92,12 +63,12 @@ def test_every_committed_run_records_its_code_version(sweep):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.name)
-def test_the_first_steps_of_a_committed_run_reproduce(sweep, cpu_tokens, tmp_path):
+def test_the_first_steps_of_a_committed_run_reproduce(sweep, cpu_data, tmp_path):
     point = first_point(sweep)
     cfg = TrainConfig.from_dict(json.loads((point / CONFIG).read_text()))
     data_dir = str(Path(cfg.data.train).parent)
-    assert data_dir in CPU_DATA and {cfg.data.train, cfg.data.valid} == {f"{data_dir}/train.npy", f"{data_dir}/valid.npy"}
-    files = cpu_tokens(data_dir)
+    assert data_dir in DATA_DIRS and {cfg.data.train, cfg.data.valid} == {f"{data_dir}/train.npy", f"{data_dir}/valid.npy"}
+    files = cpu_data(data_dir)
     cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / point.name), checkpoint_interval=0,
                               data=dataclasses.replace(cfg.data, train=str(files["train"]), valid=str(files["valid"])))
     assert train(cfg, progress=False, stop_after=PREFIX)["status"] == "stopped"
