@@ -20,7 +20,8 @@ Conventions (the handout's):
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
   (the gradient of each input), so it is exactly 2× the forward matmul FLOPs.
-- Activation memory counts one tensor per operation the handout lists (see `activation_counts`).
+- Activation memory counts one tensor per operation: every one of the model, or only those the
+  handout lists for its AdamW question (`activation_counts(..., components="handout")`).
 """
 
 from __future__ import annotations
@@ -135,21 +136,40 @@ def training_days(flops_per_step: float, steps: int, peak_flops: float, mfu: flo
 
 
 # ---------------------------------------------------------------------------------------- memory
-def activation_counts(model: Any, batch_size: int, seq_len: int | None = None) -> dict[str, int]:
-    """Activation elements a training step keeps for the backward pass, by component, summed over
-    layers: one tensor per operation in the handout's list.
+ACTIVATION_COMPONENTS = ("model", "handout")
 
-    Per block (T = batch·seq tokens, h heads): RMSNorms 2·T·d (none without norms), QKV projections
-    3·T·d, QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of values T·d, output projection
-    T·d, W1 T·d_ff, SiLU T·d_ff, W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product
-    SiLU(W1x)⊙W3x T·d_ff, which W2's backward needs. After the blocks: final RMSNorm T·d, output
-    embedding (logits) T·V, cross-entropy on the logits (the softmax it keeps) T·V.
+
+def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *, components: str = "model") -> dict[str, int]:
+    """Activation elements a training step keeps for the backward pass, by component, summed over
+    layers: one tensor per operation.
+
+    `components="model"` counts every activation of the model as built (T = batch·seq tokens,
+    h heads), per block: RMSNorms 2·T·d (none without norms), QKV projections 3·T·d, QᵀK
+    h·batch·seq², softmax h·batch·seq², weighted sum of values T·d, output projection T·d, W1 T·d_ff,
+    SiLU T·d_ff, W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
+    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V,
+    cross-entropy on the logits (the softmax it keeps) T·V.
+
+    `components="handout"` counts only the handout's list for its AdamW accounting question, as
+    written: per block the RMSNorm(s) (the pre-norm block's two), QKV projections, QᵀK, softmax,
+    weighted sum, output projection, W1, SiLU, W2, with d_ff = 4·d_model as the handout assumes; then
+    the final RMSNorm, the logits and the cross-entropy. It depends on the handout's hyperparameters
+    alone (vocabulary, context, layers, d_model, heads), whatever the model's d_ff, FFN or norm: no
+    W3 and no gate.
+
+    >>> toy = ModelConfig(vocab_size=10, context_length=4, d_model=8, num_layers=1, num_heads=2, d_ff=32)
+    >>> sum(activation_counts(toy, 1).values()), sum(activation_counts(toy, 1, components="handout").values())
+    (944, 688)
     """
+    if components not in ACTIVATION_COMPONENTS:
+        raise CS336Error(f"unknown activation components {components!r}; valid: {', '.join(ACTIVATION_COMPONENTS)}")
     s = model_config(model)
     seq = s.context_length if seq_len is None else seq_len
-    t, d, n, w, v = batch_size * seq, s.d_model, s.num_layers, s.ffn_width, s.vocab_size
-    norms = 0 if s.norm == "none" else 1
-    swiglu = s.ffn == "swiglu"
+    t, d, n, v = batch_size * seq, s.d_model, s.num_layers, s.vocab_size
+    handout = components == "handout"
+    w = 4 * d if handout else s.ffn_width
+    norms = 1 if handout or s.norm != "none" else 0
+    gated = s.ffn == "swiglu" and not handout
     return {
         "rmsnorm": n * 2 * norms * t * d,
         "qkv_projections": n * 3 * t * d,
@@ -159,8 +179,8 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None) -
         "output_projection": n * t * d,
         "ffn_w1": n * t * w,
         "ffn_silu": n * t * w,
-        "ffn_w3": n * t * w if swiglu else 0,
-        "ffn_gate": n * t * w if swiglu else 0,
+        "ffn_w3": n * t * w if gated else 0,
+        "ffn_gate": n * t * w if gated else 0,
         "ffn_w2": n * t * d,
         "final_rmsnorm": norms * t * d,
         "lm_head": t * v,
@@ -168,23 +188,26 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None) -
     }
 
 
-def adamw_memory(model: Any, batch_size: int, seq_len: int | None = None, dtype_bytes: int = 4) -> dict[str, int]:
+def adamw_memory(model: Any, batch_size: int, seq_len: int | None = None, dtype_bytes: int = 4, *,
+                 components: str = "model") -> dict[str, int]:
     """Peak bytes of an AdamW training step by component, assuming (as the handout does) that all
     of them are alive at once: parameters, gradients, optimizer state (m and v: 2× parameters) and
-    the activations of `activation_counts`. Sum the values for the total."""
+    the activations of `activation_counts` (`components` chooses which). Sum the values for the total."""
     p = num_parameters(model) * dtype_bytes
-    acts = sum(activation_counts(model, batch_size, seq_len).values()) * dtype_bytes
+    acts = sum(activation_counts(model, batch_size, seq_len, components=components).values()) * dtype_bytes
     return {"parameters": p, "gradients": p, "optimizer_state": 2 * p, "activations": acts}
 
 
-def adamw_memory_linear(model: Any, seq_len: int | None = None, dtype_bytes: int = 4) -> tuple[int, int]:
+def adamw_memory_linear(model: Any, seq_len: int | None = None, dtype_bytes: int = 4, *,
+                        components: str = "model") -> tuple[int, int]:
     """(a, b) with peak bytes M(B) = a·B + b: activations grow with the batch, the rest does not."""
-    b = sum(adamw_memory(model, 0, seq_len, dtype_bytes).values())
-    a = sum(adamw_memory(model, 1, seq_len, dtype_bytes).values()) - b
+    b = sum(adamw_memory(model, 0, seq_len, dtype_bytes, components=components).values())
+    a = sum(adamw_memory(model, 1, seq_len, dtype_bytes, components=components).values()) - b
     return a, b
 
 
-def largest_batch(model: Any, memory_bytes: float, seq_len: int | None = None, dtype_bytes: int = 4) -> int:
+def largest_batch(model: Any, memory_bytes: float, seq_len: int | None = None, dtype_bytes: int = 4, *,
+                  components: str = "model") -> int:
     """The largest batch size whose `adamw_memory` fits in `memory_bytes` (0 if none does)."""
-    a, b = adamw_memory_linear(model, seq_len, dtype_bytes)
+    a, b = adamw_memory_linear(model, seq_len, dtype_bytes, components=components)
     return max(0, math.floor((memory_bytes - b) / a))

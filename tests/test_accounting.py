@@ -223,3 +223,30 @@ def test_activation_counts_include_every_listed_component():
     assert counts["ffn_w1"] == counts["ffn_silu"] == counts["ffn_w3"] == counts["ffn_gate"] == n * t * 4 * d
     silu = activation_counts({**BASE, "ffn": "silu"}, 1)
     assert silu["ffn_w3"] == silu["ffn_gate"] == 0
+
+
+def test_handout_components_against_a_hand_count():
+    """The handout's literal list for its AdamW question, counted by hand for one small shape:
+    T = 2·6 = 12 tokens, d = 8, 3 blocks, 2 heads, V = 11, d_ff = 4·8 = 32 (the handout's
+    assumption, whatever the model's own d_ff)."""
+    cfg = dict(vocab_size=11, context_length=6, d_model=8, num_layers=3, num_heads=2, d_ff=24)
+    t, d, n, h, seq, v, w = 12, 8, 3, 2, 6, 11, 32
+    per_block = (2 * t * d  # the block's two RMSNorms
+                 + 3 * t * d  # Q, K, V projections
+                 + 2 * h * 2 * seq * seq  # QᵀK and softmax: heads × batch × seq²
+                 + t * d + t * d  # weighted sum of values, output projection
+                 + t * w + t * w  # W1, SiLU
+                 + t * d)  # W2
+    hand = n * per_block + t * d + t * v + t * v  # final RMSNorm, logits, cross-entropy
+    for variant in ({}, {"ffn": "silu"}, {"norm": "none"}, {"d_ff": 40}):  # none of them changes the list
+        counts = activation_counts({**cfg, **variant}, batch_size=2, components="handout")
+        assert sum(counts.values()) == hand
+        assert counts["ffn_w3"] == counts["ffn_gate"] == 0
+    # with d_ff = 4·d the model's own count has exactly W3 and the gate more
+    full = activation_counts({**cfg, "d_ff": w}, batch_size=2)
+    assert sum(full.values()) - hand == 2 * n * t * w
+    a, b = adamw_memory_linear(cfg, components="handout")
+    assert (a, b) == (4 * hand // 2, 16 * num_parameters(cfg))  # same static memory, fewer activations
+    assert largest_batch(cfg, b + 5 * a, components="handout") == 5
+    with pytest.raises(CS336Error, match="components"):
+        activation_counts(cfg, 1, components="literal")
