@@ -114,12 +114,14 @@ def lr_colors(summary: pd.DataFrame, key: str = LR) -> dict[str, str]:
 
 
 def footer(fig, summary: pd.DataFrame, info: dict, note: str = "") -> None:
-    """The provenance line every figure carries: scale, model shape, tokens, hardware."""
+    """The provenance line every figure carries: scale, model shape, seeds, hardware."""
     first = summary.iloc[0]
     shape = ", ".join(f"{k.split('.')[-1]} {first[k]}" for k in MODEL_KEYS if k in summary and summary[k].nunique() == 1)
+    seeds = sorted(summary["seed"].unique()) if "seed" in summary else []
     parts = [
         f"scale: {info.get('scale') or '?'}",
         f"config: {info.get('base', '?')} ({shape})",
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(int(x)) for x in seeds)}" if seeds else "seed: ?",
         f"hardware: {info.get('hardware', 'unknown')}" + (f", {info['threads_per_run']} thread(s) a run" if info.get("threads_per_run") else ""),
     ]
     text = " · ".join(parts) + (f"\n{note}" if note else "")
@@ -247,6 +249,7 @@ def figure_leaderboard(root: str | Path):
         plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}", cap=cap)
         ax.set_ylim(low - 0.2, cap + 0.1)
         ax.set_xlabel("wall-clock (min)")
+        ax.set_ylabel(f"validation loss (axis cut at {cap:.2f}: the untrained loss is higher)")
         ax.legend()
         fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")
         footer(fig, summary, info, note="wall-clock budgets on a shared machine: results are noisy")
