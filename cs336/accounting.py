@@ -15,7 +15,7 @@ what autograd keeps for a training step.
 Conventions (the handout's):
 
 - A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
-  >99% of the work); norms, softmax, RoPE, SiLU and residual adds are not.
+  >99% of the work); norms, softmax, RoPE, SiLU, ReLU² and residual adds are not.
 - Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
@@ -57,7 +57,7 @@ def model_config(model: Any) -> ModelConfig:
 
 
 def _ffn_matrices(s: ModelConfig) -> int:
-    return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU: w1, w2
+    return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU and ReLU²: w1, w2
 
 
 # GPT-2's shapes with the handout's architecture (SwiGLU with d_ff = 4·d_model, untied head).
@@ -146,7 +146,8 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
     `components="model"` counts every activation of the model as built (T = batch·seq tokens,
     h heads), per block: RMSNorms 2·T·d (none without norms), QKV projections 3·T·d, QᵀK
     h·batch·seq², softmax h·batch·seq², weighted sum of values T·d, output projection T·d, W1 T·d_ff,
-    SiLU T·d_ff, W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
+    SiLU T·d_ff (ReLU² for the "relu2" FFN, counted the same), W2 T·d — and for SwiGLU also W3 T·d_ff
+    and the gate product SiLU(W1x)⊙W3x T·d_ff,
     which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V,
     cross-entropy on the logits (the softmax it keeps) T·V.
 

@@ -505,3 +505,55 @@ def test_adamw_benchmark_runs_and_checks_foreach_against_the_loop(capsys):
     adamw.main(["--configs", "demo", "--steps", "1", "--rounds", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert all(label in out for label in ("cs336 loop", "cs336 foreach", "torch loop", "torch foreach"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Modern-architecture switches: each off by default, each the same function on both paths
+
+SWITCHES = [
+    dict(ffn="relu2"),
+    dict(ffn="relu2", silu_d_ff=40),
+]
+
+
+def _switch_id(kw):
+    return ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("kw", SWITCHES, ids=_switch_id)
+def test_switch_fused_path_equals_reference_path_forward_and_gradients(kw):
+    ref, fused = tiny_lm(**kw), tiny_lm(fused=True, **kw)
+    with torch.no_grad():  # no parameter at a value that hides it (zero matrices, unit gains)
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fused.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 53, (3, 16), generator=torch.Generator().manual_seed(2))
+    out_ref, out_fused = ref(ids), fused(ids)
+    torch.testing.assert_close(out_fused, out_ref, atol=1e-5, rtol=1e-5)
+    (out_ref.square().mean()).backward()
+    (out_fused.square().mean()).backward()
+    grads_ref, grads_fused = dict(ref.named_parameters()), dict(fused.named_parameters())
+    for name, p in grads_ref.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        torch.testing.assert_close(grads_fused[name].grad, p.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_relu2_ffn_is_w2_of_squared_relu_w1(fused):
+    from cs336.model import ReLU2FFN
+
+    torch.manual_seed(0)
+    ffn, x = ReLU2FFN(8, 20, fused=fused), torch.randn(3, 8)
+    expected = torch.relu(x @ ffn.w1.weight.T) ** 2 @ ffn.w2.weight.T
+    torch.testing.assert_close(ffn(x), expected)
+
+
+def test_relu2_ffn_has_the_silu_ffn_matrices_and_width():
+    d = 32
+    relu2, silu_lm = tiny_lm(ffn="relu2"), tiny_lm(ffn="silu")
+    shapes = lambda lm: {k: tuple(v.shape) for k, v in lm.state_dict().items()}  # noqa: E731
+    assert shapes(relu2) == shapes(silu_lm)
+    assert relu2.state_dict()["layers.0.ffn.w1.weight"].shape == (4 * d, d)
+    assert tiny_lm(ffn="relu2", silu_d_ff=40).state_dict()["layers.0.ffn.w2.weight"].shape == (d, 40)
+    ids = torch.randint(0, 53, (2, 16))
+    assert not torch.allclose(relu2(ids), silu_lm(ids), atol=1e-3)

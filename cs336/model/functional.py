@@ -1,4 +1,4 @@
-"""Stateless building blocks of the Transformer: softmax, SiLU, attention.
+"""Stateless building blocks of the Transformer: softmax, SiLU, ReLU², attention.
 
 The reference versions are written with plain tensor ops (no `torch.nn.functional`), as the
 handout asks; each layer that uses them can opt into PyTorch's fused kernels instead
@@ -32,6 +32,11 @@ def softmax(x: Tensor, dim: int) -> Tensor:
 def silu(x: Tensor) -> Tensor:
     """SiLU (swish): x · σ(x)."""
     return x * torch.sigmoid(x)
+
+
+def relu_squared(x: Tensor) -> Tensor:
+    """ReLU(x)² = max(x, 0)²."""
+    return x.clamp(min=0).square()
 
 
 def scaled_dot_product_attention(

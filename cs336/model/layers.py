@@ -2,7 +2,7 @@
 
 Every layer holds its parameters under the public API's state-dict keys. The reference path uses
 plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
-(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`, `F.embedding`), tested equal
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.relu`, `F.linear`, `F.embedding`), tested equal
 to it. Both paths trace into a single torch.compile graph.
 """
 
@@ -17,7 +17,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from cs336.errors import CS336Error
-from cs336.model.functional import causal_mask, scaled_dot_product_attention, silu
+from cs336.model.functional import causal_mask, relu_squared, scaled_dot_product_attention, silu
 from cs336.model.kv_cache import LayerKVCache
 
 
@@ -104,6 +104,21 @@ class SiLUFFN(nn.Module):
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         act = F.silu if self.fused else silu
         return self.w2(act(self.w1(x)))
+
+
+class ReLU2FFN(nn.Module):
+    """The ungated squared-ReLU FFN: w2(relu(w1 x)²). Same matrices (and width option) as `SiLUFFN`,
+    so the two compare at equal parameters."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.fused = fused
+        self.w1 = Linear(d_model, d_ff, device, dtype, fused=fused)
+        self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        h = self.w1(x)
+        return self.w2(F.relu(h).square() if self.fused else relu_squared(h))
 
 
 class RotaryPositionalEmbedding(nn.Module):

@@ -5,8 +5,8 @@ head. The ablations of the write-up are keyword-only switches that default to it
 
 - `norm`: "pre" (x + f(norm(x))), "post" (norm(x + f(x))), or "none" (x + f(x), no final norm);
 - `position`: "rope" or "nope" (no positional information at all; causality still leaks order);
-- `ffn`: "swiglu" or "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
-  SwiGLU's parameter count at d_ff = 8/3·d_model);
+- `ffn`: "swiglu", "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
+  SwiGLU's parameter count at d_ff = 8/3·d_model) or "relu2" (w2(relu(w1 x)²), same width option);
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from cs336.errors import CS336Error
 from cs336.model.config import FFN, FFNS, NORMS, POSITIONS, Norm, Position, check_choice
 from cs336.model.kv_cache import KVCache, LayerKVCache
-from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
+from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, ReLU2FFN, RMSNorm, SiLUFFN, SwiGLU
 
 
 class TransformerBlock(nn.Module):
@@ -60,7 +60,8 @@ class TransformerBlock(nn.Module):
         if ffn == "swiglu":
             self.ffn = SwiGLU(d_model, d_ff, device, dtype, fused=fused)
         else:
-            self.ffn = SiLUFFN(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
+            ungated = SiLUFFN if ffn == "silu" else ReLU2FFN
+            self.ffn = ungated(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
 
     def forward(
         self,
