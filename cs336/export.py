@@ -64,6 +64,8 @@ def check_llama_compatible(model: TransformerLM) -> None:
         problems.append(f"position={model.position!r} (Llama uses RoPE)")
     if model.ffn != "swiglu":
         problems.append(f"ffn={model.ffn!r} (Llama's MLP is SwiGLU)")
+    if getattr(model, "qk_norm", False):
+        problems.append("qk_norm=True (Llama has no query/key norm)")
     if problems:
         raise CS336Error(f"cannot export to Llama: {'; '.join(problems)}")
 

@@ -36,6 +36,8 @@ ABLATIONS = [
     {"num_layers": 3, "d_model": 48, "num_heads": 6, "d_ff": 128, "vocab_size": 300},
     {"ffn": "relu2"},
     {"ffn": "relu2", "silu_d_ff": 100},
+    {"qk_norm": True},
+    {"qk_norm": True, "num_heads": 8, "norm": "none"},
 ]
 SWITCHES = ABLATIONS[9:]  # the modern-architecture switches, after the write-up's ablations
 
@@ -151,7 +153,8 @@ def _saved_activation_bytes(model, x):
     return sum(saved.values()), loss
 
 
-MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8}]
+MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8},
+                {"ffn": "relu2"}, {"qk_norm": True}]
 
 
 @pytest.mark.parametrize("ablation", MEMORY_CASES, ids=str)

@@ -513,6 +513,8 @@ def test_adamw_benchmark_runs_and_checks_foreach_against_the_loop(capsys):
 SWITCHES = [
     dict(ffn="relu2"),
     dict(ffn="relu2", silu_d_ff=40),
+    dict(qk_norm=True),
+    dict(qk_norm=True, position="nope", norm="post"),
 ]
 
 
@@ -557,3 +559,33 @@ def test_relu2_ffn_has_the_silu_ffn_matrices_and_width():
     assert tiny_lm(ffn="relu2", silu_d_ff=40).state_dict()["layers.0.ffn.w2.weight"].shape == (d, 40)
     ids = torch.randint(0, 53, (2, 16))
     assert not torch.allclose(relu2(ids), silu_lm(ids), atol=1e-3)
+
+
+def test_qk_norm_adds_a_gain_of_head_size_for_queries_and_keys_per_layer():
+    ref, qk = tiny_lm(), tiny_lm(qk_norm=True)
+    extra = {k: tuple(v.shape) for k, v in qk.state_dict().items() if k not in ref.state_dict()}
+    assert extra == {f"layers.{i}.attn.{n}_norm.weight": (8,) for i in range(2) for n in "qk"}
+    assert qk.num_parameters() == ref.num_parameters() + 2 * 2 * 8
+
+
+def test_qk_norm_normalises_each_head_of_q_and_k_before_rope():
+    """Scaling a head's query or key projection leaves the normalised scores, hence the output, unchanged."""
+    mhsa = MultiHeadSelfAttention(24, 3, max_seq_len=16, theta=10000.0, qk_norm=True)
+    x = torch.randn(2, 5, 24)
+    out = mhsa(x)
+    with torch.no_grad():
+        mhsa.q_proj.weight[8:16] *= 7.0  # head 1's queries
+        mhsa.k_proj.weight[:8] *= 0.2  # head 0's keys
+    torch.testing.assert_close(mhsa(x), out, atol=1e-4, rtol=1e-4)
+
+
+def test_qk_norm_with_kv_cache_equals_the_full_forward():
+    from cs336.model.kv_cache import KVCache
+
+    ids = torch.randint(0, 53, (2, 12))
+    full = tiny_lm(qk_norm=True)(ids)
+    for fused in (False, True):
+        lm = tiny_lm(qk_norm=True, fused=fused)
+        cache = KVCache(lm.num_layers)
+        steps = torch.cat([lm(ids[:, :7], kv_cache=cache), lm(ids[:, 7:], kv_cache=cache)], dim=1)
+        torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)

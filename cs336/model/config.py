@@ -52,6 +52,7 @@ class ModelConfig:
     position: Position = "rope"  # RoPE has no parameters: "nope" changes no count
     ffn: FFN = "swiglu"  # "silu" and "relu2" have two matrices (w1, w2) of width silu_d_ff
     silu_d_ff: int | None = None  # width of the "silu" and "relu2" FFNs; None = 4 · d_model
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 

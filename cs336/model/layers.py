@@ -171,6 +171,9 @@ class RotaryPositionalEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention; RoPE on Q and K when `max_seq_len` and `theta` are given.
 
+    With `qk_norm`, each head's queries and keys go through an RMSNorm over the head dimension
+    (`q_norm.weight`, `k_norm.weight`, one gain per head dimension shared by the heads) before RoPE.
+
     The projections stack the heads in rows: rows h·d_k .. (h+1)·d_k of `q_proj.weight` are head h.
     """
 
@@ -183,6 +186,7 @@ class MultiHeadSelfAttention(nn.Module):
         device=None,
         dtype=None,
         *,
+        qk_norm: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -198,6 +202,10 @@ class MultiHeadSelfAttention(nn.Module):
             if max_seq_len is not None and theta is not None
             else None
         )
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
+            self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
 
     def forward(
         self,
@@ -214,6 +222,8 @@ class MultiHeadSelfAttention(nn.Module):
             rearrange(proj(x), "... seq (h d) -> ... h seq d", h=self.num_heads)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             if token_positions is None and past:  # cached tokens hold positions 0..past-1
                 token_positions = torch.arange(past, past + seq, device=x.device)

@@ -7,6 +7,7 @@ head. The ablations of the write-up are keyword-only switches that default to it
 - `position`: "rope" or "nope" (no positional information at all; causality still leaks order);
 - `ffn`: "swiglu", "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
   SwiGLU's parameter count at d_ff = 8/3·d_model) or "relu2" (w2(relu(w1 x)²), same width option);
+- `qk_norm`: RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE;
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
@@ -43,6 +44,7 @@ class TransformerBlock(nn.Module):
         position: Position = "rope",
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
+        qk_norm: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -52,7 +54,8 @@ class TransformerBlock(nn.Module):
         self.norm = norm
         rope = position == "rope"
         self.attn = MultiHeadSelfAttention(
-            d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype, fused=fused
+            d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype,
+            qk_norm=qk_norm, fused=fused,
         )
         if norm != "none":
             self.ln1 = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
@@ -100,6 +103,7 @@ class TransformerLM(nn.Module):
         position: Position = "rope",
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
+        qk_norm: bool = False,
         tie_embeddings: bool = False,
         fused: bool = False,
     ):
@@ -107,12 +111,12 @@ class TransformerLM(nn.Module):
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
-        self.silu_d_ff, self.tie_embeddings, self.fused = silu_d_ff, tie_embeddings, fused
+        self.silu_d_ff, self.qk_norm, self.tie_embeddings, self.fused = silu_d_ff, qk_norm, tie_embeddings, fused
         self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
-                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, fused=fused,
+                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm, fused=fused,
             )
             for _ in range(num_layers)
         )
