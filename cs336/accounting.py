@@ -15,8 +15,8 @@ what autograd keeps for a training step.
 Conventions (the handout's):
 
 - A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
-  >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU² and residual adds are
-  not.
+  >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU², the logit soft-cap
+  and residual adds are not.
 - Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
@@ -150,7 +150,8 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
     2·T·d more: the normalised q and k), QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of
     values T·d, output projection T·d, W1 T·d_ff, SiLU T·d_ff (ReLU² for the "relu2" FFN, counted
     the same), W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
-    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V,
+    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V
+    (2·T·V with logit_softcap: the capped logits too),
     cross-entropy on the logits (the softmax it keeps) T·V.
 
     `components="handout"` counts only the handout's list for its AdamW accounting question, as
@@ -186,7 +187,7 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
         "ffn_gate": n * t * w if gated else 0,
         "ffn_w2": n * t * d,
         "final_rmsnorm": norms * t * d,
-        "lm_head": t * v,
+        "lm_head": (2 if s.logit_softcap is not None and not handout else 1) * t * v,
         "cross_entropy": t * v,
     }
 

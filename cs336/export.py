@@ -66,6 +66,8 @@ def check_llama_compatible(model: TransformerLM) -> None:
         problems.append(f"ffn={model.ffn!r} (Llama's MLP is SwiGLU)")
     if getattr(model, "qk_norm", False):
         problems.append("qk_norm=True (Llama has no query/key norm)")
+    if getattr(model, "logit_softcap", None) is not None:
+        problems.append(f"logit_softcap={model.logit_softcap!r} (Llama does not cap its logits)")
     if problems:
         raise CS336Error(f"cannot export to Llama: {'; '.join(problems)}")
 

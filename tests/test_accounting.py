@@ -38,6 +38,7 @@ ABLATIONS = [
     {"ffn": "relu2", "silu_d_ff": 100},
     {"qk_norm": True},
     {"qk_norm": True, "num_heads": 8, "norm": "none"},
+    {"logit_softcap": 30.0},
 ]
 SWITCHES = ABLATIONS[9:]  # the modern-architecture switches, after the write-up's ablations
 
@@ -154,7 +155,7 @@ def _saved_activation_bytes(model, x):
 
 
 MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8},
-                {"ffn": "relu2"}, {"qk_norm": True}]
+                {"ffn": "relu2"}, {"qk_norm": True}, {"logit_softcap": 30.0}]
 
 
 @pytest.mark.parametrize("ablation", MEMORY_CASES, ids=str)
@@ -265,3 +266,11 @@ def test_switch_parameter_counts_equal_meta_device_models(switch):
     assert num_parameters(shape) == sum(p.numel() for p in model.parameters())
     counts = parameter_counts(shape)
     assert counts["ffn"] == sum(p.numel() for layer in model.layers for p in layer.ffn.parameters())
+
+
+@pytest.mark.parametrize("cap", [0.0, -2.0])
+def test_a_non_positive_logit_softcap_is_refused_by_the_config_and_the_accounting(cap):
+    with pytest.raises(CS336Error, match=f"model.logit_softcap={cap} must be positive"):
+        load_config(None, ["max_steps=1", f"model.logit_softcap={cap}"])
+    with pytest.raises(CS336Error, match=f"model.logit_softcap={cap} must be positive"):
+        num_parameters({**BASE, "logit_softcap": cap})

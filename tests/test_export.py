@@ -148,7 +148,8 @@ def test_a_failed_export_keeps_the_previous_one_and_leaves_no_partial_files(tmp_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-@pytest.mark.parametrize("kwargs,what", [(dict(ffn="relu2"), "ffn='relu2'"), (dict(qk_norm=True), "qk_norm=True")])
+@pytest.mark.parametrize("kwargs,what", [(dict(ffn="relu2"), "ffn='relu2'"), (dict(qk_norm=True), "qk_norm=True"),
+                                         (dict(logit_softcap=30.0), "logit_softcap=30.0")])
 def test_switches_llama_cannot_express_are_refused(tmp_path, kwargs, what):
     with pytest.raises(CS336Error, match=f"cannot export to Llama: {what}"):
         save_hf(trained_looking_lm(**kwargs), tmp_path)

@@ -515,6 +515,8 @@ SWITCHES = [
     dict(ffn="relu2", silu_d_ff=40),
     dict(qk_norm=True),
     dict(qk_norm=True, position="nope", norm="post"),
+    dict(logit_softcap=0.5),
+    dict(logit_softcap=30.0, ffn="relu2", qk_norm=True),
 ]
 
 
@@ -589,3 +591,19 @@ def test_qk_norm_with_kv_cache_equals_the_full_forward():
         cache = KVCache(lm.num_layers)
         steps = torch.cat([lm(ids[:, :7], kv_cache=cache), lm(ids[:, 7:], kv_cache=cache)], dim=1)
         torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def test_logit_softcap_is_c_tanh_of_the_logits_over_c():
+    ids = torch.randint(0, 53, (2, 16))
+    logits = tiny_lm()(ids)
+    for fused in (False, True):
+        capped = tiny_lm(logit_softcap=0.5, fused=fused)(ids)
+        torch.testing.assert_close(capped, 0.5 * torch.tanh(logits / 0.5), atol=1e-6, rtol=1e-5)
+        assert capped.abs().max() < 0.5 and not torch.allclose(capped, logits, atol=1e-3)
+    assert tiny_lm(logit_softcap=0.5).state_dict().keys() == tiny_lm().state_dict().keys()
+
+
+@pytest.mark.parametrize("cap", [0.0, -1.0, float("nan")])
+def test_logit_softcap_must_be_positive(cap):
+    with pytest.raises(CS336Error, match="logit_softcap"):
+        tiny_lm(logit_softcap=cap)

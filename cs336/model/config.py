@@ -53,6 +53,7 @@ class ModelConfig:
     ffn: FFN = "swiglu"  # "silu" and "relu2" have two matrices (w1, w2) of width silu_d_ff
     silu_d_ff: int | None = None  # width of the "silu" and "relu2" FFNs; None = 4 · d_model
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE
+    logit_softcap: float | None = None  # c: logits ← c·tanh(logits / c), bounded in (-c, c); None = off
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 
@@ -77,6 +78,8 @@ class ModelConfig:
              f"RoPE rotates pairs of dimensions: the head size model.d_model / model.num_heads = "
              f"{self.d_model}/{self.num_heads} must be even"),
             (self.position != "rope" or self.rope_theta > 0, f"model.rope_theta={self.rope_theta} must be positive"),
+            (self.logit_softcap is None or self.logit_softcap > 0,
+             f"model.logit_softcap={self.logit_softcap} must be positive (or none)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -8,6 +8,7 @@ head. The ablations of the write-up are keyword-only switches that default to it
 - `ffn`: "swiglu", "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
   SwiGLU's parameter count at d_ff = 8/3·d_model) or "relu2" (w2(relu(w1 x)²), same width option);
 - `qk_norm`: RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE;
+- `logit_softcap`: c > 0 bounds the logits smoothly, logits ← c·tanh(logits / c) (None: off);
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from cs336.errors import CS336Error
 from cs336.model.config import FFN, FFNS, NORMS, POSITIONS, Norm, Position, check_choice
+from cs336.model.functional import softcap
 from cs336.model.kv_cache import KVCache, LayerKVCache
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, ReLU2FFN, RMSNorm, SiLUFFN, SwiGLU
 
@@ -104,10 +106,14 @@ class TransformerLM(nn.Module):
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
         qk_norm: bool = False,
+        logit_softcap: float | None = None,
         tie_embeddings: bool = False,
         fused: bool = False,
     ):
         super().__init__()
+        if logit_softcap is not None and not logit_softcap > 0:
+            raise CS336Error(f"logit_softcap={logit_softcap} must be positive (or None)")
+        self.logit_softcap = logit_softcap
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
@@ -145,7 +151,12 @@ class TransformerLM(nn.Module):
             x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
         if self.norm != "none":
             x = self.ln_final(x)
-        return self.lm_head(x)
+        logits = self.lm_head(x)
+        if self.logit_softcap is None:
+            return logits
+        if self.fused:
+            return self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return softcap(logits, self.logit_softcap)
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Distinct parameters (a tied head counts once)."""
