@@ -16,7 +16,7 @@ Conventions (the handout's):
 
 - A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
   >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU², the logit soft-cap
-  and residual adds are not.
+  and residual adds are not. `zero_init_output` only initialises: it changes no count.
 - Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size

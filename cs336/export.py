@@ -56,7 +56,8 @@ def rope_adjacent_to_half(weight: Tensor, num_heads: int) -> Tensor:
 
 
 def check_llama_compatible(model: TransformerLM) -> None:
-    """Refuse the ablations that a Llama checkpoint cannot express."""
+    """Refuse the ablations that a Llama checkpoint cannot express (`zero_init_output` is only an
+    initialisation: its trained weights export as any others)."""
     problems = []
     if model.norm != "pre":
         problems.append(f"norm={model.norm!r} (Llama is pre-norm)")

@@ -39,6 +39,7 @@ ABLATIONS = [
     {"qk_norm": True},
     {"qk_norm": True, "num_heads": 8, "norm": "none"},
     {"logit_softcap": 30.0},
+    {"zero_init_output": True},
 ]
 SWITCHES = ABLATIONS[9:]  # the modern-architecture switches, after the write-up's ablations
 

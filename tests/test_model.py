@@ -517,6 +517,8 @@ SWITCHES = [
     dict(qk_norm=True, position="nope", norm="post"),
     dict(logit_softcap=0.5),
     dict(logit_softcap=30.0, ffn="relu2", qk_norm=True),
+    dict(zero_init_output=True),
+    dict(zero_init_output=True, ffn="silu", norm="post"),
 ]
 
 
@@ -607,3 +609,19 @@ def test_logit_softcap_is_c_tanh_of_the_logits_over_c():
 def test_logit_softcap_must_be_positive(cap):
     with pytest.raises(CS336Error, match="logit_softcap"):
         tiny_lm(logit_softcap=cap)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("ffn", ["swiglu", "relu2"])
+def test_zero_init_output_starts_every_block_as_the_identity(fused, ffn):
+    lm, ref = tiny_lm(zero_init_output=True, ffn=ffn, fused=fused), tiny_lm(ffn=ffn, fused=fused)
+    assert lm.state_dict().keys() == ref.state_dict().keys()
+    for name, p in lm.named_parameters():
+        assert (p == 0).all() == name.endswith(("attn.output_proj.weight", "ffn.w2.weight")), name
+    ids = torch.randint(0, 53, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids), lm.lm_head(lm.ln_final(lm.token_embeddings(ids))))
+    # the zero matrices still learn: their gradients are not zero
+    lm(ids).square().mean().backward()
+    assert all(layer.attn.output_proj.weight.grad.abs().sum() > 0 and layer.ffn.w2.weight.grad.abs().sum() > 0
+               for layer in lm.layers)

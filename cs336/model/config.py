@@ -54,6 +54,7 @@ class ModelConfig:
     silu_d_ff: int | None = None  # width of the "silu" and "relu2" FFNs; None = 4 · d_model
     qk_norm: bool = False  # RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE
     logit_softcap: float | None = None  # c: logits ← c·tanh(logits / c), bounded in (-c, c); None = off
+    zero_init_output: bool = False  # attention's output_proj and the FFN's w2 start at zero: blocks start as identity
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 

@@ -9,6 +9,8 @@ head. The ablations of the write-up are keyword-only switches that default to it
   SwiGLU's parameter count at d_ff = 8/3·d_model) or "relu2" (w2(relu(w1 x)²), same width option);
 - `qk_norm`: RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE;
 - `logit_softcap`: c > 0 bounds the logits smoothly, logits ← c·tanh(logits / c) (None: off);
+- `zero_init_output`: each block's attention output projection and FFN output matrix (w2) start
+  at zero, so every block starts as the identity on the residual stream;
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
@@ -47,6 +49,7 @@ class TransformerBlock(nn.Module):
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
         qk_norm: bool = False,
+        zero_init_output: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -67,6 +70,9 @@ class TransformerBlock(nn.Module):
         else:
             ungated = SiLUFFN if ffn == "silu" else ReLU2FFN
             self.ffn = ungated(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
+        if zero_init_output:  # the matrices that write into the residual stream
+            nn.init.zeros_(self.attn.output_proj.weight)
+            nn.init.zeros_(self.ffn.w2.weight)
 
     def forward(
         self,
@@ -107,13 +113,14 @@ class TransformerLM(nn.Module):
         silu_d_ff: int | None = None,
         qk_norm: bool = False,
         logit_softcap: float | None = None,
+        zero_init_output: bool = False,
         tie_embeddings: bool = False,
         fused: bool = False,
     ):
         super().__init__()
         if logit_softcap is not None and not logit_softcap > 0:
             raise CS336Error(f"logit_softcap={logit_softcap} must be positive (or None)")
-        self.logit_softcap = logit_softcap
+        self.logit_softcap, self.zero_init_output = logit_softcap, zero_init_output
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
@@ -122,7 +129,8 @@ class TransformerLM(nn.Module):
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
-                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm, fused=fused,
+                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm,
+                zero_init_output=zero_init_output, fused=fused,
             )
             for _ in range(num_layers)
         )
