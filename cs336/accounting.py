@@ -15,7 +15,8 @@ what autograd keeps for a training step.
 Conventions (the handout's):
 
 - A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
-  >99% of the work); norms, softmax, RoPE, SiLU and residual adds are not.
+  >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU², the logit soft-cap
+  and residual adds are not. `zero_init_output` only initialises: it changes no count.
 - Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
@@ -57,7 +58,7 @@ def model_config(model: Any) -> ModelConfig:
 
 
 def _ffn_matrices(s: ModelConfig) -> int:
-    return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU: w1, w2
+    return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU and ReLU²: w1, w2
 
 
 # GPT-2's shapes with the handout's architecture (SwiGLU with d_ff = 4·d_model, untied head).
@@ -77,11 +78,12 @@ def parameter_counts(model: Any) -> dict[str, int]:
     s = model_config(model)
     d, n = s.d_model, s.num_layers
     norms_per_layer = 0 if s.norm == "none" else 2
+    qk_norms = n * 2 * (d // s.num_heads) if s.qk_norm else 0  # q and k gains of size head_dim
     return {
         "token_embeddings": s.vocab_size * d,
         "attention": n * 4 * d * d,  # q, k, v, output projections
         "ffn": n * _ffn_matrices(s) * d * s.ffn_width,
-        "norms": (n * norms_per_layer + (0 if s.norm == "none" else 1)) * d,
+        "norms": (n * norms_per_layer + (0 if s.norm == "none" else 1)) * d + qk_norms,
         "lm_head": 0 if s.tie_embeddings else s.vocab_size * d,
     }
 
@@ -144,10 +146,12 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
     layers: one tensor per operation.
 
     `components="model"` counts every activation of the model as built (T = batch·seq tokens,
-    h heads), per block: RMSNorms 2·T·d (none without norms), QKV projections 3·T·d, QᵀK
-    h·batch·seq², softmax h·batch·seq², weighted sum of values T·d, output projection T·d, W1 T·d_ff,
-    SiLU T·d_ff, W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
-    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V,
+    h heads), per block: RMSNorms 2·T·d (none without norms), QKV projections 3·T·d (with qk_norm
+    2·T·d more: the normalised q and k), QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of
+    values T·d, output projection T·d, W1 T·d_ff, SiLU T·d_ff (ReLU² for the "relu2" FFN, counted
+    the same), W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
+    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V
+    (2·T·V with logit_softcap: the capped logits too),
     cross-entropy on the logits (the softmax it keeps) T·V.
 
     `components="handout"` counts only the handout's list for its AdamW accounting question, as
@@ -172,7 +176,7 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
     gated = s.ffn == "swiglu" and not handout
     return {
         "rmsnorm": n * 2 * norms * t * d,
-        "qkv_projections": n * 3 * t * d,
+        "qkv_projections": n * (3 + (2 if s.qk_norm and not handout else 0)) * t * d,
         "attention_scores": n * s.num_heads * batch_size * seq * seq,
         "softmax": n * s.num_heads * batch_size * seq * seq,
         "attention_weighted_sum": n * t * d,
@@ -183,7 +187,7 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
         "ffn_gate": n * t * w if gated else 0,
         "ffn_w2": n * t * d,
         "final_rmsnorm": norms * t * d,
-        "lm_head": t * v,
+        "lm_head": (2 if s.logit_softcap is not None and not handout else 1) * t * v,
         "cross_entropy": t * v,
     }
 

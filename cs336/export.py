@@ -56,7 +56,8 @@ def rope_adjacent_to_half(weight: Tensor, num_heads: int) -> Tensor:
 
 
 def check_llama_compatible(model: TransformerLM) -> None:
-    """Refuse the ablations that a Llama checkpoint cannot express."""
+    """Refuse the ablations that a Llama checkpoint cannot express (`zero_init_output` is only an
+    initialisation: its trained weights export as any others)."""
     problems = []
     if model.norm != "pre":
         problems.append(f"norm={model.norm!r} (Llama is pre-norm)")
@@ -64,6 +65,10 @@ def check_llama_compatible(model: TransformerLM) -> None:
         problems.append(f"position={model.position!r} (Llama uses RoPE)")
     if model.ffn != "swiglu":
         problems.append(f"ffn={model.ffn!r} (Llama's MLP is SwiGLU)")
+    if getattr(model, "qk_norm", False):
+        problems.append("qk_norm=True (Llama has no query/key norm)")
+    if getattr(model, "logit_softcap", None) is not None:
+        problems.append(f"logit_softcap={model.logit_softcap!r} (Llama does not cap its logits)")
     if problems:
         raise CS336Error(f"cannot export to Llama: {'; '.join(problems)}")
 

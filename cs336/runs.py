@@ -126,7 +126,8 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> Transfo
     return TransformerLM(
         cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
         device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
-        tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
+        qk_norm=cfg.qk_norm, logit_softcap=cfg.logit_softcap,
+        zero_init_output=cfg.zero_init_output, tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
     )
 
 

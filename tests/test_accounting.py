@@ -34,7 +34,14 @@ ABLATIONS = [
     {"tie_embeddings": True},
     {"num_layers": 0},
     {"num_layers": 3, "d_model": 48, "num_heads": 6, "d_ff": 128, "vocab_size": 300},
+    {"ffn": "relu2"},
+    {"ffn": "relu2", "silu_d_ff": 100},
+    {"qk_norm": True},
+    {"qk_norm": True, "num_heads": 8, "norm": "none"},
+    {"logit_softcap": 30.0},
+    {"zero_init_output": True},
 ]
+SWITCHES = ABLATIONS[9:]  # the modern-architecture switches, after the write-up's ablations
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,7 +97,7 @@ def test_an_impossible_shape_is_a_cs336_error_naming_the_keys():
 FLOP_CASES = [(ab, seq, batch) for ab in ABLATIONS[:7] for seq, batch in ((24, 1), (10, 3))]
 
 
-@pytest.mark.parametrize("ablation,seq,batch", FLOP_CASES, ids=str)
+@pytest.mark.parametrize("ablation,seq,batch", FLOP_CASES + [(sw, 10, 3) for sw in SWITCHES], ids=str)
 def test_forward_flops_equal_flop_counter_on_the_reference_path(ablation, seq, batch):
     """FlopCounterMode counts aten matmuls (mm, bmm, addmm, baddbmm, convolutions, SDPA kernels) at
     2mnp and nothing else, so on the einsum reference path its total must equal our matmul count
@@ -148,7 +155,8 @@ def _saved_activation_bytes(model, x):
     return sum(saved.values()), loss
 
 
-MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8}]
+MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8},
+                {"ffn": "relu2"}, {"qk_norm": True}, {"logit_softcap": 30.0}]
 
 
 @pytest.mark.parametrize("ablation", MEMORY_CASES, ids=str)
@@ -250,3 +258,20 @@ def test_handout_components_against_a_hand_count():
     assert largest_batch(cfg, b + 5 * a, components="handout") == 5
     with pytest.raises(CS336Error, match="components"):
         activation_counts(cfg, 1, components="literal")
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=str)
+def test_switch_parameter_counts_equal_meta_device_models(switch):
+    shape = model_config({**BASE, **switch})
+    model = build_model(shape, device="meta")
+    assert num_parameters(shape) == sum(p.numel() for p in model.parameters())
+    counts = parameter_counts(shape)
+    assert counts["ffn"] == sum(p.numel() for layer in model.layers for p in layer.ffn.parameters())
+
+
+@pytest.mark.parametrize("cap", [0.0, -2.0])
+def test_a_non_positive_logit_softcap_is_refused_by_the_config_and_the_accounting(cap):
+    with pytest.raises(CS336Error, match=f"model.logit_softcap={cap} must be positive"):
+        load_config(None, ["max_steps=1", f"model.logit_softcap={cap}"])
+    with pytest.raises(CS336Error, match=f"model.logit_softcap={cap} must be positive"):
+        num_parameters({**BASE, "logit_softcap": cap})

@@ -7,7 +7,7 @@ from cs336 import Tokenizer, TransformerLM
 from cs336.cli import main
 from cs336.data import tiktoken_gpt2
 from cs336.errors import CS336Error
-from cs336.export import llama_config, rope_adjacent_to_half, save_hf, tokenizer_json
+from cs336.export import check_llama_compatible, llama_config, rope_adjacent_to_half, save_hf, tokenizer_json
 from cs336.runs import load_run
 from cs336.tokenization import END_OF_TEXT
 from run_factory import gpt2_bpe, make_run
@@ -146,3 +146,18 @@ def test_a_failed_export_keeps_the_previous_one_and_leaves_no_partial_files(tmp_
     with pytest.raises(OSError, match="No space left"):
         save_hf(trained_looking_lm(seed=1), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("kwargs,what", [(dict(ffn="relu2"), "ffn='relu2'"), (dict(qk_norm=True), "qk_norm=True"),
+                                         (dict(logit_softcap=30.0), "logit_softcap=30.0")])
+def test_switches_llama_cannot_express_are_refused(tmp_path, kwargs, what):
+    with pytest.raises(CS336Error, match=f"cannot export to Llama: {what}"):
+        save_hf(trained_looking_lm(**kwargs), tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_zero_init_output_is_only_an_initialisation_and_exports(tmp_path):
+    model = trained_looking_lm(zero_init_output=True)
+    check_llama_compatible(model)
+    save_hf(model, tmp_path)
+    assert (tmp_path / "model.safetensors").exists()

@@ -505,3 +505,123 @@ def test_adamw_benchmark_runs_and_checks_foreach_against_the_loop(capsys):
     adamw.main(["--configs", "demo", "--steps", "1", "--rounds", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert all(label in out for label in ("cs336 loop", "cs336 foreach", "torch loop", "torch foreach"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Modern-architecture switches: each off by default, each the same function on both paths
+
+SWITCHES = [
+    dict(ffn="relu2"),
+    dict(ffn="relu2", silu_d_ff=40),
+    dict(qk_norm=True),
+    dict(qk_norm=True, position="nope", norm="post"),
+    dict(logit_softcap=0.5),
+    dict(logit_softcap=30.0, ffn="relu2", qk_norm=True),
+    dict(zero_init_output=True),
+    dict(zero_init_output=True, ffn="silu", norm="post"),
+]
+
+
+def _switch_id(kw):
+    return ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("kw", SWITCHES, ids=_switch_id)
+def test_switch_fused_path_equals_reference_path_forward_and_gradients(kw):
+    ref, fused = tiny_lm(**kw), tiny_lm(fused=True, **kw)
+    with torch.no_grad():  # no parameter at a value that hides it (zero matrices, unit gains)
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fused.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 53, (3, 16), generator=torch.Generator().manual_seed(2))
+    out_ref, out_fused = ref(ids), fused(ids)
+    torch.testing.assert_close(out_fused, out_ref, atol=1e-5, rtol=1e-5)
+    (out_ref.square().mean()).backward()
+    (out_fused.square().mean()).backward()
+    grads_ref, grads_fused = dict(ref.named_parameters()), dict(fused.named_parameters())
+    for name, p in grads_ref.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+        torch.testing.assert_close(grads_fused[name].grad, p.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_relu2_ffn_is_w2_of_squared_relu_w1(fused):
+    from cs336.model import ReLU2FFN
+
+    torch.manual_seed(0)
+    ffn, x = ReLU2FFN(8, 20, fused=fused), torch.randn(3, 8)
+    expected = torch.relu(x @ ffn.w1.weight.T) ** 2 @ ffn.w2.weight.T
+    torch.testing.assert_close(ffn(x), expected)
+
+
+def test_relu2_ffn_has_the_silu_ffn_matrices_and_width():
+    d = 32
+    relu2, silu_lm = tiny_lm(ffn="relu2"), tiny_lm(ffn="silu")
+    shapes = lambda lm: {k: tuple(v.shape) for k, v in lm.state_dict().items()}  # noqa: E731
+    assert shapes(relu2) == shapes(silu_lm)
+    assert relu2.state_dict()["layers.0.ffn.w1.weight"].shape == (4 * d, d)
+    assert tiny_lm(ffn="relu2", silu_d_ff=40).state_dict()["layers.0.ffn.w2.weight"].shape == (d, 40)
+    ids = torch.randint(0, 53, (2, 16))
+    assert not torch.allclose(relu2(ids), silu_lm(ids), atol=1e-3)
+
+
+def test_qk_norm_adds_a_gain_of_head_size_for_queries_and_keys_per_layer():
+    ref, qk = tiny_lm(), tiny_lm(qk_norm=True)
+    extra = {k: tuple(v.shape) for k, v in qk.state_dict().items() if k not in ref.state_dict()}
+    assert extra == {f"layers.{i}.attn.{n}_norm.weight": (8,) for i in range(2) for n in "qk"}
+    assert qk.num_parameters() == ref.num_parameters() + 2 * 2 * 8
+
+
+def test_qk_norm_normalises_each_head_of_q_and_k_before_rope():
+    """Scaling a head's query or key projection leaves the normalised scores, hence the output, unchanged."""
+    mhsa = MultiHeadSelfAttention(24, 3, max_seq_len=16, theta=10000.0, qk_norm=True)
+    x = torch.randn(2, 5, 24)
+    out = mhsa(x)
+    with torch.no_grad():
+        mhsa.q_proj.weight[8:16] *= 7.0  # head 1's queries
+        mhsa.k_proj.weight[:8] *= 0.2  # head 0's keys
+    torch.testing.assert_close(mhsa(x), out, atol=1e-4, rtol=1e-4)
+
+
+def test_qk_norm_with_kv_cache_equals_the_full_forward():
+    from cs336.model.kv_cache import KVCache
+
+    ids = torch.randint(0, 53, (2, 12))
+    full = tiny_lm(qk_norm=True)(ids)
+    for fused in (False, True):
+        lm = tiny_lm(qk_norm=True, fused=fused)
+        cache = KVCache(lm.num_layers)
+        steps = torch.cat([lm(ids[:, :7], kv_cache=cache), lm(ids[:, 7:], kv_cache=cache)], dim=1)
+        torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def test_logit_softcap_is_c_tanh_of_the_logits_over_c():
+    ids = torch.randint(0, 53, (2, 16))
+    logits = tiny_lm()(ids)
+    for fused in (False, True):
+        capped = tiny_lm(logit_softcap=0.5, fused=fused)(ids)
+        torch.testing.assert_close(capped, 0.5 * torch.tanh(logits / 0.5), atol=1e-6, rtol=1e-5)
+        assert capped.abs().max() < 0.5 and not torch.allclose(capped, logits, atol=1e-3)
+    assert tiny_lm(logit_softcap=0.5).state_dict().keys() == tiny_lm().state_dict().keys()
+
+
+@pytest.mark.parametrize("cap", [0.0, -1.0, float("nan")])
+def test_logit_softcap_must_be_positive(cap):
+    with pytest.raises(CS336Error, match="logit_softcap"):
+        tiny_lm(logit_softcap=cap)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("ffn", ["swiglu", "relu2"])
+def test_zero_init_output_starts_every_block_as_the_identity(fused, ffn):
+    lm, ref = tiny_lm(zero_init_output=True, ffn=ffn, fused=fused), tiny_lm(ffn=ffn, fused=fused)
+    assert lm.state_dict().keys() == ref.state_dict().keys()
+    for name, p in lm.named_parameters():
+        assert (p == 0).all() == name.endswith(("attn.output_proj.weight", "ffn.w2.weight")), name
+    ids = torch.randint(0, 53, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids), lm.lm_head(lm.ln_final(lm.token_embeddings(ids))))
+    # the zero matrices still learn: their gradients are not zero
+    lm(ids).square().mean().backward()
+    assert all(layer.attn.output_proj.weight.grad.abs().sum() > 0 and layer.ffn.w2.weight.grad.abs().sum() > 0
+               for layer in lm.layers)

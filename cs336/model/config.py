@@ -25,7 +25,7 @@ from cs336.errors import CS336Error
 
 Norm = Literal["pre", "post", "none"]  # pre-norm x + f(norm(x)), post-norm norm(x + f(x)), or no norm at all
 Position = Literal["rope", "nope"]  # RoPE on queries and keys, or no position information
-FFN = Literal["swiglu", "silu"]  # w2(silu(w1 x) * w3 x), or w2(silu(w1 x))
+FFN = Literal["swiglu", "silu", "relu2"]  # w2(silu(w1 x) * w3 x), w2(silu(w1 x)), or w2(relu(w1 x)²)
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 POSITIONS: tuple[str, ...] = typing.get_args(Position)
 FFNS: tuple[str, ...] = typing.get_args(FFN)
@@ -50,14 +50,17 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     norm: Norm = "pre"  # "none" drops every RMSNorm, the final one included
     position: Position = "rope"  # RoPE has no parameters: "nope" changes no count
-    ffn: FFN = "swiglu"  # "silu" has two matrices (w1, w2) of width silu_d_ff
-    silu_d_ff: int | None = None  # width of the "silu" FFN; None = 4 · d_model
+    ffn: FFN = "swiglu"  # "silu" and "relu2" have two matrices (w1, w2) of width silu_d_ff
+    silu_d_ff: int | None = None  # width of the "silu" and "relu2" FFNs; None = 4 · d_model
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE
+    logit_softcap: float | None = None  # c: logits ← c·tanh(logits / c), bounded in (-c, c); None = off
+    zero_init_output: bool = False  # attention's output_proj and the FFN's w2 start at zero: blocks start as identity
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 
     @property
     def ffn_width(self) -> int:
-        """The FFN's hidden width: d_ff for SwiGLU, silu_d_ff (default 4·d_model) for SiLU."""
+        """The FFN's hidden width: d_ff for SwiGLU, silu_d_ff (default 4·d_model) for SiLU and ReLU²."""
         return self.d_ff if self.ffn == "swiglu" else self.silu_d_ff or 4 * self.d_model
 
     def validate(self) -> None:
@@ -76,6 +79,8 @@ class ModelConfig:
              f"RoPE rotates pairs of dimensions: the head size model.d_model / model.num_heads = "
              f"{self.d_model}/{self.num_heads} must be even"),
             (self.position != "rope" or self.rope_theta > 0, f"model.rope_theta={self.rope_theta} must be positive"),
+            (self.logit_softcap is None or self.logit_softcap > 0,
+             f"model.logit_softcap={self.logit_softcap} must be positive (or none)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -1,4 +1,4 @@
-"""Stateless building blocks of the Transformer: softmax, SiLU, attention.
+"""Stateless building blocks of the Transformer: softmax, SiLU, ReLU², logit soft-capping, attention.
 
 The reference versions are written with plain tensor ops (no `torch.nn.functional`), as the
 handout asks; each layer that uses them can opt into PyTorch's fused kernels instead
@@ -32,6 +32,21 @@ def softmax(x: Tensor, dim: int) -> Tensor:
 def silu(x: Tensor) -> Tensor:
     """SiLU (swish): x · σ(x)."""
     return x * torch.sigmoid(x)
+
+
+def relu_squared(x: Tensor) -> Tensor:
+    """ReLU(x)² = max(x, 0)²."""
+    return x.clamp(min=0).square()
+
+
+def softcap(x: Tensor, cap: float) -> Tensor:
+    """cap · tanh(x / cap), with tanh(y) = 2σ(2y) − 1 (σ saturates instead of overflowing): about x
+    for |x| ≪ cap, never beyond ±cap.
+
+    >>> softcap(torch.tensor([0.0, 1e6]), 30.0)
+    tensor([ 0., 30.])
+    """
+    return cap * (2 * torch.sigmoid(x * (2 / cap)) - 1)
 
 
 def scaled_dot_product_attention(

@@ -2,7 +2,7 @@
 
 Every layer holds its parameters under the public API's state-dict keys. The reference path uses
 plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
-(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.linear`, `F.embedding`), tested equal
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.relu`, `F.linear`, `F.embedding`), tested equal
 to it. Both paths trace into a single torch.compile graph.
 """
 
@@ -17,7 +17,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from cs336.errors import CS336Error
-from cs336.model.functional import causal_mask, scaled_dot_product_attention, silu
+from cs336.model.functional import causal_mask, relu_squared, scaled_dot_product_attention, silu
 from cs336.model.kv_cache import LayerKVCache
 
 
@@ -106,6 +106,21 @@ class SiLUFFN(nn.Module):
         return self.w2(act(self.w1(x)))
 
 
+class ReLU2FFN(nn.Module):
+    """The ungated squared-ReLU FFN: w2(relu(w1 x)²). Same matrices (and width option) as `SiLUFFN`,
+    so the two compare at equal parameters."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, fused: bool = False):
+        super().__init__()
+        self.fused = fused
+        self.w1 = Linear(d_model, d_ff, device, dtype, fused=fused)
+        self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        h = self.w1(x)
+        return self.w2(F.relu(h).square() if self.fused else relu_squared(h))
+
+
 class RotaryPositionalEmbedding(nn.Module):
     """RoPE: rotates each adjacent pair (x[2k], x[2k+1]) of a query or key at position i by the
     angle i / θ^(2k/d_k), k = 0..d_k/2-1, so that q·k depends on positions only through their
@@ -156,6 +171,9 @@ class RotaryPositionalEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention; RoPE on Q and K when `max_seq_len` and `theta` are given.
 
+    With `qk_norm`, each head's queries and keys go through an RMSNorm over the head dimension
+    (`q_norm.weight`, `k_norm.weight`, one gain per head dimension shared by the heads) before RoPE.
+
     The projections stack the heads in rows: rows h·d_k .. (h+1)·d_k of `q_proj.weight` are head h.
     """
 
@@ -168,6 +186,7 @@ class MultiHeadSelfAttention(nn.Module):
         device=None,
         dtype=None,
         *,
+        qk_norm: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -183,6 +202,10 @@ class MultiHeadSelfAttention(nn.Module):
             if max_seq_len is not None and theta is not None
             else None
         )
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
+            self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
 
     def forward(
         self,
@@ -199,6 +222,8 @@ class MultiHeadSelfAttention(nn.Module):
             rearrange(proj(x), "... seq (h d) -> ... h seq d", h=self.num_heads)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             if token_positions is None and past:  # cached tokens hold positions 0..past-1
                 token_positions = torch.arange(past, past + seq, device=x.device)

@@ -5,8 +5,12 @@ head. The ablations of the write-up are keyword-only switches that default to it
 
 - `norm`: "pre" (x + f(norm(x))), "post" (norm(x + f(x))), or "none" (x + f(x), no final norm);
 - `position`: "rope" or "nope" (no positional information at all; causality still leaks order);
-- `ffn`: "swiglu" or "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
-  SwiGLU's parameter count at d_ff = 8/3·d_model);
+- `ffn`: "swiglu", "silu" (w2(silu(w1 x)) with `silu_d_ff`, default 4·d_model, which matches
+  SwiGLU's parameter count at d_ff = 8/3·d_model) or "relu2" (w2(relu(w1 x)²), same width option);
+- `qk_norm`: RMSNorm on each head's queries and keys (gains of size head_dim), before RoPE;
+- `logit_softcap`: c > 0 bounds the logits smoothly, logits ← c·tanh(logits / c) (None: off);
+- `zero_init_output`: each block's attention output projection and FFN output matrix (w2) start
+  at zero, so every block starts as the identity on the residual stream;
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
@@ -22,8 +26,9 @@ from torch import Tensor, nn
 
 from cs336.errors import CS336Error
 from cs336.model.config import FFN, FFNS, NORMS, POSITIONS, Norm, Position, check_choice
+from cs336.model.functional import softcap
 from cs336.model.kv_cache import KVCache, LayerKVCache
-from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, RMSNorm, SiLUFFN, SwiGLU
+from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, ReLU2FFN, RMSNorm, SiLUFFN, SwiGLU
 
 
 class TransformerBlock(nn.Module):
@@ -43,6 +48,8 @@ class TransformerBlock(nn.Module):
         position: Position = "rope",
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
+        qk_norm: bool = False,
+        zero_init_output: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -52,7 +59,8 @@ class TransformerBlock(nn.Module):
         self.norm = norm
         rope = position == "rope"
         self.attn = MultiHeadSelfAttention(
-            d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype, fused=fused
+            d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype,
+            qk_norm=qk_norm, fused=fused,
         )
         if norm != "none":
             self.ln1 = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
@@ -60,7 +68,11 @@ class TransformerBlock(nn.Module):
         if ffn == "swiglu":
             self.ffn = SwiGLU(d_model, d_ff, device, dtype, fused=fused)
         else:
-            self.ffn = SiLUFFN(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
+            ungated = SiLUFFN if ffn == "silu" else ReLU2FFN
+            self.ffn = ungated(d_model, silu_d_ff or 4 * d_model, device, dtype, fused=fused)
+        if zero_init_output:  # the matrices that write into the residual stream
+            nn.init.zeros_(self.attn.output_proj.weight)
+            nn.init.zeros_(self.ffn.w2.weight)
 
     def forward(
         self,
@@ -99,19 +111,26 @@ class TransformerLM(nn.Module):
         position: Position = "rope",
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
+        qk_norm: bool = False,
+        logit_softcap: float | None = None,
+        zero_init_output: bool = False,
         tie_embeddings: bool = False,
         fused: bool = False,
     ):
         super().__init__()
+        if logit_softcap is not None and not logit_softcap > 0:
+            raise CS336Error(f"logit_softcap={logit_softcap} must be positive (or None)")
+        self.logit_softcap, self.zero_init_output = logit_softcap, zero_init_output
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
-        self.silu_d_ff, self.tie_embeddings, self.fused = silu_d_ff, tie_embeddings, fused
+        self.silu_d_ff, self.qk_norm, self.tie_embeddings, self.fused = silu_d_ff, qk_norm, tie_embeddings, fused
         self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
-                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, fused=fused,
+                norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm,
+                zero_init_output=zero_init_output, fused=fused,
             )
             for _ in range(num_layers)
         )
@@ -140,7 +159,12 @@ class TransformerLM(nn.Module):
             x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
         if self.norm != "none":
             x = self.ln_final(x)
-        return self.lm_head(x)
+        logits = self.lm_head(x)
+        if self.logit_softcap is None:
+            return logits
+        if self.fused:
+            return self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return softcap(logits, self.logit_softcap)
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Distinct parameters (a tied head counts once)."""
