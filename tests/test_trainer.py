@@ -489,3 +489,22 @@ def test_a_muon_run_resumes_exactly_and_keeps_its_optimizer(tokens, tmp_path):
         train(tiny_config(*tokens, tmp_path / "b", max_steps=12, checkpoint_interval=6), progress=False)
     train(split, progress=False)
     assert losses(tmp_path / "b") == losses(tmp_path / "a") and len(losses(tmp_path / "a")) == 12
+
+
+def test_eval_all_is_the_mean_loss_over_every_non_overlapping_validation_window(tokens, tmp_path):
+    """With eval_all the validation loss is the same for every seed's run of one model: the mean
+    cross-entropy over windows 0..L, L..2L, ... of the whole validation file, computed here by hand
+    from the final checkpoint."""
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=6, eval_interval=0, checkpoint_interval=0, eval_all=True,
+                      eval_batches=0, batch_size=8, model={"fused": False})
+    summary = train(cfg, progress=False)
+    model, _ = load_run_model(tmp_path / "run")
+    valid, L = np.load(tokens[1]), cfg.model.context_length
+    starts = range(0, len(valid) - L, L)
+    x = torch.from_numpy(np.stack([valid[s : s + L] for s in starts]).astype(np.int64))
+    y = torch.from_numpy(np.stack([valid[s + 1 : s + L + 1] for s in starts]).astype(np.int64))
+    with torch.no_grad():
+        by_hand = sum(cross_entropy(model(x[i : i + 64]), y[i : i + 64]).double().item() * len(x[i : i + 64])
+                      for i in range(0, len(x), 64)) / len(x)
+    assert len(x) % cfg.batch_size != 0  # a short last batch is counted by its windows
+    assert summary["val_loss"] == pytest.approx(by_hand, rel=1e-6)

@@ -88,6 +88,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; the LR schedule ends exactly at the budget
     eval_interval: int = 500  # steps between validation losses (0 = only at the end)
     eval_batches: int = 20  # validation batches of `batch_size` sequences, the same ones every time
+    eval_all: bool = False  # evaluate on every non-overlapping window of the validation file instead
     log_interval: int = 10  # steps between training records in log.jsonl
     checkpoint_interval: int = 1000  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # the newest N are kept

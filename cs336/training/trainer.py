@@ -166,7 +166,7 @@ class _Trainer:
         self._wandb = self._import_wandb()
 
         self.train_data = open_tokens(cfg.data.train, cfg, "train")
-        self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and cfg.eval_batches > 0 else None
+        self.valid_data = open_tokens(cfg.data.valid, cfg, "valid") if cfg.data.valid and (cfg.eval_batches > 0 or cfg.eval_all) else None
         self._build_model()
         self.state = _State(0, 0.0, 0, np.random.default_rng(cfg.seed), None)
         self.resumed_from: Path | None = None
@@ -297,13 +297,13 @@ class _Trainer:
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the same `eval_batches` × `batch_size` validation windows every time."""
-        cfg, L = self.cfg, self.cfg.model.context_length
-        rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
+        """Mean loss per token over the validation windows of `_eval_batches` (the same every time)."""
+        cfg = self.cfg
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        for _ in range(cfg.eval_batches):
-            x, y = get_batch(self.valid_data, cfg.batch_size, L, "cpu", generator=rng)
+        windows = 0
+        for x, y in self._eval_batches():
+            windows += len(x)
             x, y = x[self.rows], y[self.rows]
             for k in range(0, len(x), self.micro):
                 xb, yb = _to(x[k : k + self.micro], self.device), _to(y[k : k + self.micro], self.device)
@@ -311,7 +311,22 @@ class _Trainer:
                     total += cross_entropy(self.forward(xb), yb, fused=cfg.model.fused).double() * len(xb)
         self.model.train()
         total = distributed.mean_across_ranks(total, self.dist) * self.dist.world_size
-        return float(total) / (cfg.eval_batches * cfg.batch_size)
+        return float(total) / windows
+
+    def _eval_batches(self):
+        """Global batches of validation windows: `eval_batches` seeded random batches, or with
+        `eval_all` every non-overlapping window of the file in order (the last batch may be short)."""
+        cfg, L = self.cfg, self.cfg.model.context_length
+        if not cfg.eval_all:
+            rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
+            for _ in range(cfg.eval_batches):
+                yield get_batch(self.valid_data, cfg.batch_size, L, "cpu", generator=rng)
+            return
+        starts = np.arange(0, len(self.valid_data) - L, L)
+        for i in range(0, len(starts), cfg.batch_size):
+            rows = np.asarray(self.valid_data[starts[i : i + cfg.batch_size, None] + np.arange(L + 1)], dtype=np.int64)
+            w = torch.from_numpy(rows)
+            yield w[:, :-1], w[:, 1:]
 
     def _evaluate_and_log(self) -> None:
         if self.valid_data is None:
