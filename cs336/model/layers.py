@@ -102,23 +102,18 @@ class SiLUFFN(nn.Module):
         self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
 
     def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        act = F.silu if self.fused else silu
-        return self.w2(act(self.w1(x)))
+        return self.w2(self.activation(self.w1(x)))
+
+    def activation(self, h: Tensor) -> Tensor:
+        return F.silu(h) if self.fused else silu(h)
 
 
-class ReLU2FFN(nn.Module):
-    """The ungated squared-ReLU FFN: w2(relu(w1 x)²). Same matrices (and width option) as `SiLUFFN`,
+class ReLU2FFN(SiLUFFN):
+    """The ungated squared-ReLU FFN: w2(relu(w1 x)²). The matrices (and width option) of `SiLUFFN`,
     so the two compare at equal parameters."""
 
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, fused: bool = False):
-        super().__init__()
-        self.fused = fused
-        self.w1 = Linear(d_model, d_ff, device, dtype, fused=fused)
-        self.w2 = Linear(d_ff, d_model, device, dtype, fused=fused)
-
-    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        h = self.w1(x)
-        return self.w2(F.relu(h).square() if self.fused else relu_squared(h))
+    def activation(self, h: Tensor) -> Tensor:
+        return F.relu(h).square() if self.fused else relu_squared(h)
 
 
 class RotaryPositionalEmbedding(nn.Module):
