@@ -1,21 +1,27 @@
-"""Training-step throughput of our TransformerLM against the same model built from PyTorch built-ins.
+"""Training-step throughput and MFU of our TransformerLM against the same model built from PyTorch
+built-ins, with the machine's matrix-multiply peak measured in the same run.
 
-One step = forward, cross-entropy, backward, optimizer step. Three contenders, same shape and the
-same weights:
+One step = forward, cross-entropy, backward, optimizer step. Contenders, same shape, same weights:
 
-- `ours-ref`:   TransformerLM (reference path) + cs336 cross_entropy + cs336 AdamW
-- `ours-fused`: TransformerLM(fused=True)      + cs336 cross_entropy(fused=True) + cs336 AdamW
-- `builtin`:    `BuiltinLM` below (nn.Linear, nn.Embedding, nn.RMSNorm/F.rms_norm,
-                F.scaled_dot_product_attention) + F.cross_entropy + torch.optim.AdamW
+- `ours-ref`:      TransformerLM (reference path) + cs336 cross_entropy + cs336 AdamW (per-parameter loop)
+- `ours-fused`:    the trainer's fast step: TransformerLM(fused=True), its LM head applied inside the
+                   loss (`linear_cross_entropy`, via `next_token_loss`), cs336 AdamW(fused=True)
+- `ours-compiled`: `ours-fused` with the model under torch.compile (`compile = true` in a config)
+- `builtin`:       `BuiltinLM` below (nn.Linear, nn.Embedding, nn.RMSNorm, F.scaled_dot_product_attention)
+                   + F.cross_entropy + torch.optim.AdamW (its default)
 
-Measurements are interleaved: each round times every contender for `--steps` steps, in a rotated
-order, and the reported ratio is the median over rounds of (step time / builtin step time in the
-same round), so drifting machine load hits both sides of a ratio alike. Ratios use the process's CPU
-time, which on a shared machine counts the work done rather than the time spent waiting for a core;
-with the default single thread it is the step's own compute. Wall-clock tokens/s are printed too.
+MFU = achieved FLOP/s / the float32 `torch.mm` peak measured in this run: in every round, beside
+the contenders, the better of square products of sizes 2048 and 3072; the peak is its median. A step's FLOPs are
+`cs336.accounting.training_step_flops` without the optimizer: 3 × forward, attention counted as the
+full square (114.4 GFLOP for the handout's model at batch 4).
 
-    python benchmarks/train_step.py                      # reference and small configs
-    python benchmarks/train_step.py --config small --threads 2 --rounds 15
+Rounds are interleaved: each round times every contender for `--steps` steps, in a rotated order;
+times are wall-clock medians over rounds, and a ratio is the median over rounds of (step time /
+built-in step time in the same round), so drifting machine load hits both sides alike.
+
+    python benchmarks/train_step.py                      # reference and small configs, torch's threads
+    python benchmarks/train_step.py --config reference --threads 2 --rounds 9
+    python benchmarks/train_step.py --contenders ours-ref ours-fused builtin   # without compiling
 """
 
 from __future__ import annotations
@@ -25,15 +31,17 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cs336 import AdamW, cross_entropy
+from cs336 import AdamW
+from cs336.accounting import training_step_flops
 from cs336.model import ModelConfig
+from cs336.provenance import cpu_name
 from cs336.runs import build_model
+from cs336.training.loss import cross_entropy, next_token_loss
 
 CONFIGS = {
     # The handout's TinyStories model (ModelConfig's defaults).
@@ -118,95 +126,142 @@ class BuiltinLM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(shape: ModelConfig, device: str | torch.device = "cpu", seed: int = 0) -> dict[str, tuple[nn.Module, torch.optim.Optimizer, Callable]]:
-    """The three contenders (model, optimizer, loss), all starting from the same weights."""
+@dataclasses.dataclass
+class Contender:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[Callable, Tensor, Tensor], Tensor]  # (forward, x, y) -> mean loss
+    forward: Callable  # the model, or its compiled wrapper
+
+
+CONTENDERS = ("ours-ref", "ours-fused", "ours-compiled", "builtin")
+
+
+def build(shape: ModelConfig, device: str | torch.device = "cpu", seed: int = 0,
+          names: tuple[str, ...] = CONTENDERS) -> dict[str, Contender]:
+    """The contenders `names` (model, optimizer, loss), all starting from the same weights."""
     torch.manual_seed(seed)
     ref = build_model(shape, device)
-    fused = build_model(dataclasses.replace(shape, fused=True), device)
-    fused.load_state_dict(ref.state_dict())
-    builtin = BuiltinLM(shape).to(device)
-    builtin.load_state_dict(ref.state_dict())
     opt_args = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    return {
-        "ours-ref": (ref, AdamW(ref.parameters(), **opt_args), cross_entropy),
-        # On CUDA, as torch.optim.AdamW does by default there, the multi-tensor update (bit-identical)
-        "ours-fused": (fused, AdamW(fused.parameters(), **opt_args, foreach=torch.device(device).type == "cuda"),
-                       partial(cross_entropy, fused=True)),
-        "builtin": (builtin, torch.optim.AdamW(builtin.parameters(), **opt_args), builtin_cross_entropy),
-    }
+    contenders = {}
+    for name in names:
+        if name == "builtin":
+            model = BuiltinLM(shape).to(device)
+            model.load_state_dict(ref.state_dict())
+            contenders[name] = Contender(model, torch.optim.AdamW(model.parameters(), **opt_args), builtin_loss, model)
+            continue
+        model = ref if name == "ours-ref" else build_model(dataclasses.replace(shape, fused=True), device)
+        model.load_state_dict(ref.state_dict())
+        forward = torch.compile(model) if name == "ours-compiled" else model
+        loss = cross_entropy_of(model) if name == "ours-ref" else loss_of(model)
+        contenders[name] = Contender(model, AdamW(model.parameters(), **opt_args, fused=name != "ours-ref"), loss, forward)
+    return contenders
 
 
-def builtin_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
+def cross_entropy_of(model: nn.Module):
+    return lambda forward, x, y: cross_entropy(forward(x), y)
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, x: Tensor, y: Tensor) -> float:
-    opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+def loss_of(model: nn.Module):
+    """The trainer's loss for this model."""
+    return lambda forward, x, y: next_token_loss(model, x, y, forward=forward)
+
+
+def builtin_loss(forward, x: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(forward(x).flatten(0, -2).float(), y.flatten())
+
+
+def train_step(c: Contender, x: Tensor, y: Tensor) -> float:
+    c.optimizer.zero_grad(set_to_none=True)
+    loss = c.loss(c.forward, x, y)
     loss.backward()
-    opt.step()
+    c.optimizer.step()
     return loss.item()
 
 
-def check_same_function(contenders, x: Tensor) -> None:
-    """The comparison is only fair if all three compute the same logits from the same weights."""
+def check_same_function(contenders: dict[str, Contender], x: Tensor) -> None:
+    """The comparison is only fair if all compute the same logits from the same weights."""
     with torch.no_grad():
-        outs = {name: m(x) for name, (m, _, _) in contenders.items()}
+        outs = {name: c.model(x) for name, c in contenders.items()}
+    first = next(iter(outs.values()))
     for name, out in outs.items():
-        err = (out - outs["builtin"]).abs().max().item()
-        assert err < 1e-3, f"{name} differs from builtin by {err}"
+        err = (out - first).abs().max().item()
+        assert err < 1e-3, f"{name} differs from {next(iter(outs))} by {err}"
 
 
-def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: int | None) -> dict[str, float]:
-    contenders = build(shape)
+def matmul_rate(sizes: tuple[int, ...] = (2048, 3072), repeats: int = 3) -> float:
+    """The best float32 `torch.mm` rate (FLOP/s) over square products of `sizes`, each the median
+    of `repeats` products after a warm-up, at the current thread count."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * n**3 / statistics.median(times))
+    return best
+
+
+def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: int | None,
+          names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    contenders = build(shape, names=names)
     g = torch.Generator().manual_seed(1)
     x = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
     y = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
     check_same_function(contenders, x)
-    for m, opt, loss_fn in contenders.values():  # warm-up: allocator, optimizer state
-        train_step(m, opt, loss_fn, x, y)
-    if steps is None:  # enough steps for about half a CPU second per timed block
-        start = time.process_time()
-        train_step(*contenders["builtin"], x, y)
-        steps = max(1, round(0.5 / (time.process_time() - start)))
-    names = list(contenders)
-    times: dict[str, list[float]] = {n: [] for n in names}  # CPU seconds per step
-    walls: dict[str, list[float]] = {n: [] for n in names}  # wall seconds per step
+    for c in contenders.values():  # warm-up: allocator, optimizer state, compilation
+        train_step(c, x, y)
+        train_step(c, x, y)
+    if steps is None:  # enough steps for about a second per timed block
+        start = time.perf_counter()
+        train_step(next(iter(contenders.values())), x, y)
+        steps = max(1, round(1.0 / (time.perf_counter() - start)))
+    order = list(contenders)
+    walls: dict[str, list[float]] = {n: [] for n in order}  # wall seconds per step
+    peaks = []
     for r in range(rounds):
-        for n in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
-            m, opt, loss_fn = contenders[n]
-            wall, cpu = time.perf_counter(), time.process_time()
+        peaks.append(matmul_rate())
+        for n in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+            start = time.perf_counter()
             for _ in range(steps):
-                train_step(m, opt, loss_fn, x, y)
-            walls[n].append((time.perf_counter() - wall) / steps)
-            times[n].append((time.process_time() - cpu) / steps)
+                train_step(contenders[n], x, y)
+            walls[n].append((time.perf_counter() - start) / steps)
     tokens = batch_size * shape.context_length
-    print(f"\n{name}: {shape}, batch {batch_size}  ({tokens} tokens/step, {rounds} rounds x {steps} steps)")
-    print(f"{'model':<11} {'CPU s/step':>10} {'wall s/step':>11} {'tokens/s':>9} {'CPU ratio':>9} {'wall ratio':>10}")
-    ratios = {}
-    for n in names:
-        cpu, wall = statistics.median(times[n]), statistics.median(walls[n])
-        ratios[n] = statistics.median(t / b for t, b in zip(times[n], times["builtin"]))
-        wall_ratio = statistics.median(t / b for t, b in zip(walls[n], walls["builtin"]))
-        print(f"{n:<11} {cpu:>10.3f} {wall:>11.3f} {tokens / wall:>9.0f} {ratios[n]:>9.3f} {wall_ratio:>10.3f}")
-    return ratios
+    flops = training_step_flops(shape, batch_size=batch_size, include_optimizer=False)
+    peak = statistics.median(peaks)
+    print(f"\n{name}: {shape}\nbatch {batch_size} ({tokens} tokens/step, {flops / 1e9:.1f} GFLOP/step), "
+          f"{rounds} rounds x {steps} steps, wall-clock medians; "
+          f"float32 torch.mm peak {peak / 1e9:.0f} GFLOP/s (rounds: {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f})")
+    print(f"{'model':<14} {'ms/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'vs builtin':>10}")
+    results = {}
+    for n in order:
+        wall = statistics.median(walls[n])
+        ratio = statistics.median(t / b for t, b in zip(walls[n], walls["builtin"])) if "builtin" in walls else float("nan")
+        results[n] = {"ms": wall * 1e3, "tokens_per_s": tokens / wall, "mfu": flops / wall / peak, "vs_builtin": ratio,
+                      "peak_gflops": peak / 1e9}
+        print(f"{n:<14} {wall * 1e3:>8.1f} {tokens / wall:>9.0f} {flops / wall / 1e9:>8.1f} {flops / wall / peak:>6.1%} {ratio:>10.3f}")
+    return results
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=["reference", "small"])
     p.add_argument("--batch-size", type=int, help="override each config's batch size")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: CPU time is then the main thread's)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads (default: torch's, %(default)s here)")
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about 0.5 CPU s)")
+    p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about one second)")
     a = p.parse_args(argv)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
     results = {}
     try:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, {cpu_name()}")
         for name in a.config:
-            results[name] = bench(name, CONFIGS[name], a.batch_size or BATCH_SIZES[name], a.rounds, a.steps)
+            results[name] = bench(name, CONFIGS[name], a.batch_size or BATCH_SIZES[name], a.rounds, a.steps, tuple(a.contenders))
     finally:
         torch.set_num_threads(threads_before)  # main() is also called from the tests
     return results

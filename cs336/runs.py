@@ -141,7 +141,7 @@ def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn
     return [p for p in params if id(p) in hidden], [p for p in params if id(p) not in hidden]
 
 
-def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> AdamW | MuonAdamW:
+def build_optimizer(model: nn.Module, optim_cfg, *, fused: bool = False) -> AdamW | MuonAdamW:
     """The optimizer `optim_cfg.name` names, over all of `model`'s parameters.
 
     - "adamw": AdamW(lr, betas, eps, weight_decay) on everything;
@@ -149,11 +149,12 @@ def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> Ad
       ns_dtype) on the blocks' weight matrices (`split_hidden_matrices`), AdamW as above on the rest.
 
     `optim_cfg` is a `cs336.training.config.OptimConfig` (any object with those attributes);
-    `ns_dtype` is a dtype's name, "bfloat16" or "float32". `foreach` goes to AdamW.
+    `ns_dtype` is a dtype's name, "bfloat16" or "float32". `fused` goes to AdamW (torch's fused
+    kernel computing the handout's update).
     """
     o = optim_cfg
     if o.name == "adamw":
-        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, foreach=foreach)
+        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
     if o.name != "muon":
         raise CS336Error(f"optim.name={o.name!r} is not one of 'adamw', 'muon'")
     if o.ns_dtype not in ("bfloat16", "float32"):
@@ -164,7 +165,7 @@ def build_optimizer(model: nn.Module, optim_cfg, *, foreach: bool = False) -> Ad
     return MuonAdamW(
         hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
         muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
-        ns_dtype=getattr(torch, o.ns_dtype), foreach=foreach,
+        ns_dtype=getattr(torch, o.ns_dtype), fused=fused,
     )
 
 

@@ -24,6 +24,7 @@ from cs336 import (
 )
 from cs336.errors import CS336Error
 from cs336.model import SiLUFFN
+from cs336.training.loss import next_token_loss
 
 # Std of N(0, σ²) truncated at ±3σ, as a fraction of σ: sqrt(1 - 2·3·φ(3) / (Φ(3) - Φ(-3))).
 _PHI3 = math.exp(-4.5) / math.sqrt(2 * math.pi)
@@ -499,8 +500,10 @@ def _load_benchmark(name: str):
 
 def test_builtin_benchmark_model_computes_the_same_function_as_ours():
     train_step = _load_benchmark("train_step")
-    ratios = train_step.main(["--config", "tiny", "--rounds", "1", "--steps", "1"])  # asserts equal logits
-    assert set(ratios["tiny"]) == {"ours-ref", "ours-fused", "builtin"} and ratios["tiny"]["builtin"] == 1.0
+    results = train_step.main(["--config", "tiny", "--rounds", "1", "--steps", "1", "--contenders",
+                               "ours-ref", "ours-fused", "builtin"])  # asserts equal logits
+    assert set(results["tiny"]) == {"ours-ref", "ours-fused", "builtin"} and results["tiny"]["builtin"]["vs_builtin"] == 1.0
+    assert all(0 < r["mfu"] < 1 for r in results["tiny"].values())
 
 
 def test_gpu_benchmark_dry_run_executes_on_cpu():
@@ -601,6 +604,25 @@ def test_logit_softcap_is_c_tanh_of_the_logits_over_c():
         torch.testing.assert_close(capped, 0.5 * torch.tanh(logits / 0.5), atol=1e-6, rtol=1e-5)
         assert capped.abs().max() < 0.5 and not torch.allclose(capped, logits, atol=1e-3)
     assert tiny_lm(logit_softcap=0.5).state_dict().keys() == tiny_lm().state_dict().keys()
+
+
+@pytest.mark.parametrize("cap", [None, 0.5])
+def test_the_trainers_loss_of_the_hidden_states_equals_the_loss_of_the_logits(cap):
+    """`head=False` stops before the LM head; `next_token_loss` (the trainer's) applies the head and
+    the soft-cap inside the loss for a fused model and gets the reference path's loss and gradients."""
+    ids, targets = torch.randint(0, 53, (2, 16)), torch.randint(0, 53, (2, 16))
+    ref, fused = tiny_lm(logit_softcap=cap), tiny_lm(logit_softcap=cap, fused=True)
+    fused.load_state_dict(ref.state_dict())
+    hidden = fused(ids, head=False)
+    assert hidden.shape == (2, 16, fused.d_model)
+    torch.testing.assert_close(fused(ids), fused.lm_head(hidden) if cap is None else cap * torch.tanh(fused.lm_head(hidden) / cap))
+    losses = {}
+    for name, lm in (("ref", ref), ("fused", fused)):
+        loss = next_token_loss(lm, ids, targets)
+        losses[name] = (loss, torch.autograd.grad(loss, list(lm.parameters())))
+    torch.testing.assert_close(losses["fused"][0], losses["ref"][0])
+    for a, b in zip(losses["fused"][1], losses["ref"][1]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cap", [0.0, -1.0, float("nan")])

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from cs336.experiments.tiny import byte_tokens
 from cs336.runs import build_model, checkpoint_paths, load_run_model
 from cs336.training.checkpoint import read_checkpoint
 from cs336.training.config import OptimConfig
+from cs336.training.loss import linear_cross_entropy
 from cs336.training.runlog import read_log
 from cs336.training.trainer import lr_schedule, train
 from engine_fixtures import subprocess_env, tiny_config
@@ -76,28 +78,41 @@ def test_logged_learning_rate_follows_the_cosine_schedule(tokens, tmp_path):
     assert r["step"] == 12 and r["lr"] == o.min_lr  # the last update uses the minimum
 
 
-def test_the_trainer_takes_exactly_the_steps_of_a_plain_loop(tokens, tmp_path):
-    """The loop spelled out (seeded init, the seeded batch stream, the schedule, clipping, AdamW)
-    gives the trainer's losses to the last bit: the trainer adds bookkeeping, never arithmetic (the
-    reference path, whose loss is `cross_entropy`; the fused path uses PyTorch's kernel)."""
-    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=10, eval_interval=4, checkpoint_interval=3, model={"fused": False})
-    train(cfg, progress=False)
+def plain_loop(cfg, tokens, steps: int, *, fused: bool) -> dict[int, float]:
+    """The training loop spelled out: seeded init, the seeded batch stream, the schedule, clipping,
+    AdamW. With `fused`, the fast step: the fused model's hidden states, the head applied inside
+    `linear_cross_entropy`, and AdamW's fused kernel."""
     o, L = cfg.optim, cfg.model.context_length
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
-    opt = AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-    data, rng, expected = np.load(tokens[0]), np.random.default_rng(cfg.seed), {}
-    for step in range(1, 11):
+    model = build_model(dataclasses.replace(cfg.model, fused=fused))
+    opt = AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
+    data, rng, losses_by_step = np.load(tokens[0]), np.random.default_rng(cfg.seed), {}
+    for step in range(1, steps + 1):
         for group in opt.param_groups:
-            group["lr"] = get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, 10)
+            group["lr"] = get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, steps)
         x, y = get_batch(data, cfg.batch_size, L, "cpu", generator=rng)
-        loss = cross_entropy(model(x), y)
+        if fused:
+            loss = linear_cross_entropy(model(x, head=False), model.lm_head.weight, y)
+        else:
+            loss = cross_entropy(model(x), y)
         loss.backward()
         gradient_clipping(model.parameters(), o.grad_clip)
         opt.step()
         opt.zero_grad()
-        expected[step] = loss.item()
-    assert losses(tmp_path / "run") == expected
+        losses_by_step[step] = loss.item()
+    return losses_by_step
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+def test_the_trainer_takes_exactly_the_steps_of_a_plain_loop(tokens, tmp_path, fused):
+    """The trainer's losses are the plain loop's to the last bit: it adds bookkeeping, never
+    arithmetic; and the fast step computes the reference step's numbers up to float rounding."""
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=10, eval_interval=4, checkpoint_interval=3, model={"fused": fused})
+    train(cfg, progress=False)
+    assert losses(tmp_path / "run") == plain_loop(cfg, tokens, 10, fused=fused)
+    if fused:
+        reference = plain_loop(cfg, tokens, 10, fused=False)
+        assert losses(tmp_path / "run") == pytest.approx(reference, rel=1e-5)
 
 
 @pytest.fixture
@@ -105,14 +120,14 @@ def fake_clock(monkeypatch):
     """The trainer's clock, moved only by training forward passes, each `clock["step_s"]` long, so
     step times and the wall-clock schedule are exact."""
     clock = {"now": 0.0, "step_s": 0.125}  # binary fractions: sums and differences are exact
-    real = trainer_module.cross_entropy
+    real = trainer_module._Trainer.loss
 
-    def timed(logits, targets, **options):
+    def timed(trainer, x, y):
         if torch.is_grad_enabled():
             clock["now"] += clock["step_s"]
-        return real(logits, targets, **options)
+        return real(trainer, x, y)
 
-    monkeypatch.setattr(trainer_module, "cross_entropy", timed)
+    monkeypatch.setattr(trainer_module._Trainer, "loss", timed)
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     return clock
 
@@ -222,15 +237,15 @@ def test_bfloat16_autocast_trains_close_to_float32(tokens, tmp_path):
 
 def poison_loss_from(monkeypatch, first_bad_call: int):
     """Make the trainer's loss NaN from the given forward pass on."""
-    real = trainer_module.cross_entropy
+    real = trainer_module._Trainer.loss
     calls = {"n": 0}
 
-    def fake(logits, targets, **options):
+    def fake(trainer, x, y):
         calls["n"] += 1
-        loss = real(logits, targets, **options)
+        loss = real(trainer, x, y)
         return loss * float("nan") if calls["n"] >= first_bad_call and torch.is_grad_enabled() else loss
 
-    monkeypatch.setattr(trainer_module, "cross_entropy", fake)
+    monkeypatch.setattr(trainer_module._Trainer, "loss", fake)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tokens, tmp_path, monkeypatch):

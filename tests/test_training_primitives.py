@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
 from cs336.training.data import load_tokens
+from cs336.training.loss import linear_cross_entropy
 from cs336.training.optim import SGD
 
 
@@ -97,6 +98,47 @@ def test_adamw_is_torch_adamw_up_to_decay_order_and_epsilon_placement_exactly():
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("softcap", [None, 2.0], ids=["no cap", "cap 2"])
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 200], ids=lambda n: f"{n} rows")
+def test_linear_cross_entropy_equals_the_head_then_cross_entropy(rows, softcap):
+    """Value and gradients (of the hidden states and the head) equal those of the unfused head,
+    soft-cap and cross-entropy, with chunks of 64 rows (one row, a chunk exactly, one past it, a
+    short last chunk), an incoming gradient other than 1 and targets hitting every kind of logit."""
+    g = torch.Generator().manual_seed(rows)
+    hidden = (2 * torch.randn(rows, 16, generator=g)).requires_grad_()
+    weight = torch.randn(40, 16, generator=g).requires_grad_()
+    targets = torch.randint(0, 40, (rows,), generator=g)
+    logits = hidden @ weight.T
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    ref = F.cross_entropy(logits, targets)
+    ref_grads = torch.autograd.grad(3 * ref, (hidden, weight))
+    ours = linear_cross_entropy(hidden, weight, targets, softcap=softcap, chunk_size=64)
+    grads = torch.autograd.grad(3 * ours, (hidden, weight))
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_linear_cross_entropy_takes_any_leading_dims_and_needs_no_grad():
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(2, 3, 8, generator=g), torch.randn(11, 8, generator=g)
+    targets = torch.randint(0, 11, (2, 3), generator=g)
+    with torch.no_grad():
+        ours = linear_cross_entropy(hidden, weight, targets, chunk_size=4)
+    torch.testing.assert_close(ours, cross_entropy(hidden @ weight.T, targets))
+
+
+def test_linear_cross_entropy_accumulates_into_a_tied_matrix():
+    """When the head is also the embedding, both uses' gradients reach the one matrix."""
+    g = torch.Generator().manual_seed(1)
+    table = torch.randn(9, 4, generator=g).requires_grad_()
+    ids, targets = torch.randint(0, 9, (5,), generator=g), torch.randint(0, 9, (5,), generator=g)
+    (ref,) = torch.autograd.grad(cross_entropy(table[ids] @ table.T, targets), table)
+    (ours,) = torch.autograd.grad(linear_cross_entropy(table[ids], table, targets, chunk_size=2), table)
+    torch.testing.assert_close(ours, ref)
+
+
 def test_adamw_tracks_torch_adamw_with_the_same_hyperparameters_over_1000_steps():
     """Same lr/betas/eps/λ, float32. The decay order adds lr·λ·u per step (|u| ≲ lr·|m̂/√v̂|), so
     after T steps |Δθ| ≲ T·lr²·λ·|m̂/√v̂| ≈ 1e-5; the ε-hat placement adds a term of the same size
@@ -111,30 +153,57 @@ def test_adamw_tracks_torch_adamw_with_the_same_hyperparameters_over_1000_steps(
     assert (_train(lambda p: AdamW(p, lr=LR, weight_decay=2 * WD)) - ref).abs().max() > 1e-3
 
 
-def test_adamw_foreach_is_bit_identical_to_the_loop():
-    """The multi-tensor path runs the same operations in the same order: equal to the bit, over
-    parameters of two dtypes, a parameter that gets no gradient on some steps (its own step count)
-    and weight decay, through a state_dict round trip mid-way."""
-    def run(foreach: bool):
-        torch.manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(shape)) for shape in [(5, 3), (7,), (2, 2, 2), ()]]
-        params.append(torch.nn.Parameter(torch.randn(4, dtype=torch.float64)))
-        opt = AdamW(params, lr=3e-2, weight_decay=0.1, foreach=foreach)
-        for step in range(30):
-            opt.zero_grad()
-            loss = sum((p.double() ** 2).sum() * (i + 1) for i, p in enumerate(params) if not (i == 1 and step % 3 == 0))
-            loss.backward()
-            opt.step()
-            if step == 14:  # resume into a fresh optimizer: the path is a constructor option, not state
-                state = opt.state_dict()
-                opt = AdamW(params, lr=3e-2, weight_decay=0.1, foreach=foreach)
-                opt.load_state_dict(state)
-                assert opt.foreach is foreach
-        return [p.detach().clone() for p in params], [float(opt.state[p]["step"]) for p in params]
+def _adamw_run(lr: float = 3e-2, weight_decay: float = 0.1, eps: float = 1e-8, **path):
+    """30 steps over parameters of two dtypes, one of which gets no gradient on some steps (its own
+    step count), through a state_dict round trip into a fresh optimizer mid-way (the path is a
+    constructor option, not state). Returns the parameters and their step counts."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in [(5, 3), (7,), (2, 2, 2), ()]]
+    params.append(torch.nn.Parameter(torch.randn(4, dtype=torch.float64)))
+    opt = AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, **path)
+    for step in range(30):
+        opt.zero_grad()
+        loss = sum((p.double() ** 2).sum() * (i + 1) for i, p in enumerate(params) if not (i == 1 and step % 3 == 0))
+        loss.backward()
+        opt.step()
+        if step == 14:
+            state = opt.state_dict()
+            opt = AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, **path)
+            opt.load_state_dict(state)
+            assert (opt.foreach, opt.fused) == (path.get("foreach", False), path.get("fused", False))
+    return [p.detach().clone() for p in params], [float(opt.state[p]["step"]) for p in params]
 
-    (loop, loop_steps), (multi, multi_steps) = run(False), run(True)
+
+def test_adamw_foreach_is_bit_identical_to_the_loop():
+    """The multi-tensor path runs the same operations in the same order: equal to the bit."""
+    (loop, loop_steps), (multi, multi_steps) = _adamw_run(), _adamw_run(foreach=True)
     assert loop_steps == multi_steps == [30.0, 20.0, 30.0, 30.0, 30.0]
     assert all(torch.equal(a, b) for a, b in zip(loop, multi))
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.1], ids=["eps=1e-8", "eps=0.1"])
+def test_adamw_fused_computes_the_loop_update(eps):
+    """torch's fused kernel, given lr(1−lrλ), λ/(1−lrλ) and ε/√(1−β₂ᵗ), is the handout's update: equal
+    up to float rounding. With ε = 0.1 the step-dependent ε matters (at step 1 it is 32× ε: a
+    fixed ε' moves the parameters by > 1e-3)."""
+    (loop, loop_steps), (fused, fused_steps) = _adamw_run(eps=eps), _adamw_run(eps=eps, fused=True)
+    assert loop_steps == fused_steps == [30.0, 20.0, 30.0, 30.0, 30.0]
+    for a, b in zip(loop, fused):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6 if a.dtype == torch.float32 else 1e-12)
+    if eps == 0.1:  # the tolerance sees an ε that is not rescaled with the step
+        wrong_eps = _adamw_run(eps=eps * 32, fused=True)[0]  # the first step's ε' for every step
+        assert max((a - b).abs().max() for a, b in zip(loop, wrong_eps)) > 1e-3
+
+
+def test_adamw_fused_takes_the_loop_when_lr_times_decay_reaches_one():
+    """At lr·λ ≥ 1 the substitutions divide by zero; the loop's update (θ scaled by 1 − lr·λ ≤ 0) is used."""
+    assert all(torch.equal(a, b) for a, b in zip(_adamw_run(lr=2.0, weight_decay=0.5)[0],
+                                                  _adamw_run(lr=2.0, weight_decay=0.5, fused=True)[0]))
+
+
+def test_adamw_rejects_foreach_and_fused_together():
+    with pytest.raises(ValueError, match="foreach or fused"):
+        AdamW([torch.nn.Parameter(torch.zeros(1))], foreach=True, fused=True)
 
 
 def test_adamw_state_uses_torch_names_and_round_trips():

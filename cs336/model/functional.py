@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import einsum
+
 from jaxtyping import Bool, Float
 from torch import Tensor
 
@@ -26,7 +26,9 @@ def softmax(x: Tensor, dim: int) -> Tensor:
     # amax's backward (an equality mask and a division over the whole tensor) at no cost in exactness.
     shifted = x - x.amax(dim=dim, keepdim=True).detach()
     e = torch.exp(shifted)
-    return e / e.sum(dim=dim, keepdim=True)
+    # Times the reciprocal of the sum, not divided by the sum: the same numbers (to rounding), but a
+    # division's backward takes two more passes over the whole tensor than a product's.
+    return e * e.sum(dim=dim, keepdim=True).reciprocal()
 
 
 def silu(x: Tensor) -> Tensor:
@@ -61,12 +63,16 @@ def scaled_dot_product_attention(
     never does that, since every position sees itself.
     """
     d_k = Q.shape[-1]
-    # (Q/√d_k)Kᵀ = QKᵀ/√d_k; scaling Q touches q·d_k numbers instead of q·k scores.
-    scores = einsum(Q / math.sqrt(d_k), K, "... q d, ... k d -> ... q k")
+    # (Q/√d_k)Kᵀ = QKᵀ/√d_k; scaling Q touches q·d_k numbers instead of q·k scores. `@` batches over
+    # the leading dims as they are (einsum would permute and copy the scores for its product).
+    scores = (Q / math.sqrt(d_k)) @ K.transpose(-2, -1)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        # Adding −∞ where masked (0 elsewhere) rather than filling: an addition's backward passes the
+        # gradient through untouched, a fill's masks it in one more pass over the scores.
+        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, float("-inf"))
+        scores = scores + bias
     weights = softmax(scores, dim=-1)
-    return einsum(weights, V, "... q k, ... k d -> ... q d")
+    return weights @ V
 
 
 def causal_mask(seq_len: int, device: torch.device | None = None, *, past: int = 0) -> Bool[Tensor, "q past+q"]:

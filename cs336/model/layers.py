@@ -12,7 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
@@ -34,7 +34,7 @@ class Linear(nn.Module):
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
         if self.fused:
             return F.linear(x, self.weight)
-        return einsum(x, self.weight, "... d_in, d_out d_in -> ... d_out")
+        return x @ self.weight.T  # a transposed view: the product reads W in place (einsum copies it)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"

@@ -148,9 +148,14 @@ class TransformerLM(nn.Module):
         *,
         token_positions: Int[Tensor, "... seq"] | None = None,
         kv_cache: KVCache | None = None,
-    ) -> Float[Tensor, "... seq vocab"]:
+        head: bool = True,
+    ) -> Float[Tensor, "... seq vocab"] | Float[Tensor, "... seq d_model"]:
         """With `kv_cache` (see `cs336.model.kv_cache`), `token_ids` are the tokens after the
-        cached ones; they are appended to the cache, and positions count on from its length."""
+        cached ones; they are appended to the cache, and positions count on from its length.
+
+        `head=False` returns the final hidden states instead of logits (after the final norm, before
+        the LM head and any soft-cap), for a loss that applies the head itself
+        (`cs336.training.loss.linear_cross_entropy`)."""
         seq = token_ids.shape[-1] + (0 if kv_cache is None else len(kv_cache))
         if seq > self.context_length:
             raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
@@ -159,6 +164,8 @@ class TransformerLM(nn.Module):
             x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
         if self.norm != "none":
             x = self.ln_final(x)
+        if not head:
+            return x
         logits = self.lm_head(x)
         if self.logit_softcap is None:
             return logits

@@ -209,6 +209,7 @@ class MuonAdamW:
         adjust_lr_fn: str | None = None,
         ns_dtype: torch.dtype = torch.bfloat16,
         foreach: bool = False,
+        fused: bool = False,
     ):
         if lr <= 0:
             raise ValueError(f"lr={lr} must be positive: Muon's rate is set as a multiple of it")
@@ -216,7 +217,7 @@ class MuonAdamW:
                          adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype)
         for group in self.muon.param_groups:
             group["lr_scale"] = muon_lr / lr
-        self.adamw = AdamW(adamw_params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
+        self.adamw = AdamW(adamw_params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach, fused=fused)
 
     @property
     def param_groups(self) -> list[dict]:

@@ -55,10 +55,17 @@ class AdamW(torch.optim.Optimizer):
     `foreach=True` runs the same element-wise operations, in the same order, on all parameters of
     a device and dtype at once (`torch._foreach_*`): a handful of multi-tensor kernels per step
     instead of ~8 small ones per parameter, which matters on a GPU. The result is bit-identical.
+
+    `fused=True` runs PyTorch's fused AdamW kernel (one pass over each parameter's θ, g, m, v; CPU
+    and CUDA) with its hyper-parameters chosen so that it computes this update: torch's kernel is
+    θ(1 − lr'λ') − lr'/(1−β₁ᵗ) · m/(√v/√(1−β₂ᵗ) + ε'), which is the handout's update for
+    lr' = lr(1−lrλ), λ' = λ/(1−lrλ) and ε' = ε/√(1−β₂ᵗ). Equal up to float rounding (its first
+    moment is a `lerp`, and the factors are multiplied in another order), not bit-identical; a
+    parameter group with lr·λ ≥ 1 (where those substitutions divide by zero) takes the loop.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, *, foreach: bool = False):
+                 weight_decay: float = 0.01, *, foreach: bool = False, fused: bool = False):
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
@@ -66,7 +73,10 @@ class AdamW(torch.optim.Optimizer):
         if eps < 0 or weight_decay < 0:
             raise ValueError(f"invalid eps {eps} or weight_decay {weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
-        self.foreach = foreach  # how to compute, not state: kept out of state_dict, so resuming never changes it
+        if foreach and fused:
+            raise ValueError("choose foreach or fused, not both")
+        # How to compute, not state: kept out of state_dict, so resuming never changes them.
+        self.foreach, self.fused = foreach, fused
 
     def _state_of(self, p: torch.Tensor) -> dict:
         if p.grad.is_sparse:
@@ -86,6 +96,9 @@ class AdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            if self.fused and lr * wd < 1:
+                self._step_fused(group)
+                continue
             if self.foreach:
                 self._step_foreach(group)
                 continue
@@ -125,6 +138,26 @@ class AdamW(torch.optim.Optimizer):
             alphas = [-lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) for t in ts]
             torch._foreach_addcdiv_(params, ms, denominators, alphas)
             torch._foreach_mul_(params, 1 - lr * wd)
+
+    def _step_fused(self, group: dict) -> None:
+        """The update of `step` by torch's fused kernel, per (device, dtype, step count): ε' depends
+        on the step, and a parameter may have skipped steps."""
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        buckets: dict[tuple, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is not None:
+                state = self._state_of(p)
+                state["step"] += 1
+                buckets.setdefault((p.device, p.dtype, state["step"].item()), []).append(p)
+        decay = 1 - lr * wd
+        for (device, _, t), params in buckets.items():
+            states = [self.state[p] for p in params]
+            steps = [s["step"] if device.type == "cpu" else s["step"].to(device) for s in states]
+            torch._fused_adamw_(
+                params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [], steps, lr=lr * decay, beta1=beta1, beta2=beta2, weight_decay=wd / decay,
+                eps=eps / math.sqrt(1 - beta2**t), amsgrad=False, maximize=False,
+            )
 
 
 def get_lr_cosine_schedule(it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int) -> float:
