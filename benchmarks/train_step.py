@@ -205,6 +205,48 @@ def matmul_rate(sizes: tuple[int, ...] = (2048, 3072), repeats: int = 3) -> floa
     return best
 
 
+def ceiling_s(shape: ModelConfig, batch_size: int, repeats: int = 5) -> tuple[float, float]:
+    """Seconds a step's matrix products and its attention take when run alone (medians of
+    `repeats`): every weight's forward x·Wᵀ and backward products g·W and gᵀ·x over batch·seq rows,
+    and F.scaled_dot_product_attention's causal forward and backward in every layer. With nothing
+    else in a step, its MFU could be no higher than FLOPs / (their sum) / peak."""
+    n, d, f = batch_size * shape.context_length, shape.d_model, shape.d_ff
+    weights = [(d, d)] * 4 * shape.num_layers + [(f, d), (f, d), (d, f)] * shape.num_layers + [(shape.vocab_size, d)]
+
+    operands = {(o, i): (torch.randn(n, i), torch.randn(o, i), torch.randn(n, o)) for o, i in set(weights)}
+
+    def products():
+        for shape_ in weights:
+            x, w, g = operands[shape_]
+            x @ w.T, g @ w, g.T @ x
+
+    q = torch.randn(batch_size, shape.num_heads, shape.context_length, d // shape.num_heads, requires_grad=True)
+    k, v = torch.randn_like(q, requires_grad=True), torch.randn_like(q, requires_grad=True)
+    grad = torch.randn_like(q)
+
+    def attention():
+        for _ in range(shape.num_layers):
+            torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), grad)
+
+    def median_s(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return median_s(products), median_s(attention)
+
+
+def flops_of_products(shape: ModelConfig, batch_size: int) -> int:
+    """FLOPs of `ceiling_s`'s products: 3 × (2·rows·in·out) per weight."""
+    n, d, f = batch_size * shape.context_length, shape.d_model, shape.d_ff
+    per_layer = 4 * d * d + 3 * f * d
+    return 3 * 2 * n * (shape.num_layers * per_layer + shape.vocab_size * d)
+
+
 def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: int | None,
           names: tuple[str, ...]) -> dict[str, dict[str, float]]:
     contenders = build(shape, names=names)
@@ -235,8 +277,12 @@ def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: in
     print(f"\n{name}: {shape}\nbatch {batch_size} ({tokens} tokens/step, {flops / 1e9:.1f} GFLOP/step), "
           f"{rounds} rounds x {steps} steps, wall-clock medians; "
           f"float32 torch.mm peak {peak / 1e9:.0f} GFLOP/s (rounds: {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f})")
+    gemm_s, attention_s = ceiling_s(shape, batch_size)
+    print(f"alone: the step's matrix products {gemm_s * 1e3:.1f} ms ({flops_of_products(shape, batch_size) / gemm_s / 1e9:.0f} GFLOP/s), "
+          f"attention {attention_s * 1e3:.1f} ms: MFU ceiling {flops / (gemm_s + attention_s) / peak:.1%}")
     print(f"{'model':<14} {'ms/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'vs builtin':>10}")
-    results = {}
+    results = {"ceiling": {"ms": (gemm_s + attention_s) * 1e3, "mfu": flops / (gemm_s + attention_s) / peak,
+                           "products_ms": gemm_s * 1e3, "attention_ms": attention_s * 1e3}}
     for n in order:
         wall = statistics.median(walls[n])
         ratio = statistics.median(t / b for t, b in zip(walls[n], walls["builtin"])) if "builtin" in walls else float("nan")
