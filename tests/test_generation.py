@@ -31,6 +31,7 @@ ARCHITECTURES = [
     dict(norm="post"),
     dict(norm="none", position="nope", ffn="silu"),
     dict(tie_embeddings=True),
+    dict(value_residual=True, residual_scalars=True, qk_norm=True),
 ]
 
 
