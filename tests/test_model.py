@@ -675,7 +675,8 @@ def test_value_residual_mixes_the_values_as_it_would_mix_the_value_projections(f
             plain.v_proj.weight.copy_((1 - lam) * mixing.v_proj.weight + lam * w1)
         out, values = mixing(x, first_values=first_values, return_values=True)
         torch.testing.assert_close(out, plain(x), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(values, (plain.v_proj(x)).unflatten(-1, (3, 8)).transpose(1, 2), atol=1e-5, rtol=1e-5)
+        mixed_values = plain.v_proj(x).unflatten(-1, (3, 8)).transpose(1, 2)
+        torch.testing.assert_close(values, mixed_values, atol=1e-5, rtol=1e-5)
     with pytest.raises(CS336Error, match="first_values"):
         mixing(x)
 
