@@ -15,8 +15,9 @@ what autograd keeps for a training step.
 Conventions (the handout's):
 
 - A matrix multiply of (m×n)·(n×p) costs 2mnp FLOPs. Only matrix multiplies are counted (they are
-  >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU², the logit soft-cap
-  and residual adds are not. `zero_init_output` only initialises: it changes no count.
+  >99% of the work); norms (the qk_norm ones too), softmax, RoPE, SiLU, ReLU², the logit soft-cap,
+  residual adds and the products with the scalars of `value_residual` and `residual_scalars` are
+  not. `zero_init_output` only initialises: it changes no count.
 - Attention scores and the weighted sum are counted over the full seq×seq square, as a dense kernel
   computes them (the causal mask does not remove work).
 - Training ≈ 3× forward: the backward pass of each matmul computes two matmuls of the same size
@@ -61,6 +62,10 @@ def _ffn_matrices(s: ModelConfig) -> int:
     return 3 if s.ffn == "swiglu" else 2  # SwiGLU: w1, w2, w3; SiLU and ReLU²: w1, w2
 
 
+def _value_mixing_layers(s: ModelConfig) -> int:
+    return max(s.num_layers - 1, 0) if s.value_residual else 0  # every layer after the first
+
+
 # GPT-2's shapes with the handout's architecture (SwiGLU with d_ff = 4·d_model, untied head).
 GPT2_SHAPES: dict[str, ModelConfig] = {
     name: ModelConfig(vocab_size=50257, context_length=1024, d_model=d, num_layers=n, num_heads=h, d_ff=4 * d)
@@ -71,6 +76,8 @@ GPT2_SHAPES: dict[str, ModelConfig] = {
 # ------------------------------------------------------------------------------------ parameters
 def parameter_counts(model: Any) -> dict[str, int]:
     """Parameters by component, summed over layers; a tied LM head counts zero (it is the embedding).
+    `value_residual`'s λ (one per layer after the first) counts as attention; `residual_scalars`
+    adds its own entry (4 per block: λ_x, λ_0, g_attn, g_ffn).
 
     >>> parameter_counts(ModelConfig(100, 16, 8, 1, 2, 24))
     {'token_embeddings': 800, 'attention': 256, 'ffn': 576, 'norms': 24, 'lm_head': 800}
@@ -79,13 +86,16 @@ def parameter_counts(model: Any) -> dict[str, int]:
     d, n = s.d_model, s.num_layers
     norms_per_layer = 0 if s.norm == "none" else 2
     qk_norms = n * 2 * (d // s.num_heads) if s.qk_norm else 0  # q and k gains of size head_dim
-    return {
+    counts = {
         "token_embeddings": s.vocab_size * d,
-        "attention": n * 4 * d * d,  # q, k, v, output projections
+        "attention": n * 4 * d * d + _value_mixing_layers(s),  # q, k, v, output; value_residual's λ
         "ffn": n * _ffn_matrices(s) * d * s.ffn_width,
         "norms": (n * norms_per_layer + (0 if s.norm == "none" else 1)) * d + qk_norms,
         "lm_head": 0 if s.tie_embeddings else s.vocab_size * d,
     }
+    if s.residual_scalars:
+        counts["residual_scalars"] = n * 4
+    return counts
 
 
 def num_parameters(model: Any) -> int:
@@ -147,12 +157,15 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
 
     `components="model"` counts every activation of the model as built (T = batch·seq tokens,
     h heads), per block: RMSNorms 2·T·d (none without norms), QKV projections 3·T·d (with qk_norm
-    2·T·d more: the normalised q and k), QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of
+    2·T·d more: the normalised q and k; with value_residual T·d more in every layer after the
+    first: the mixed values), QᵀK h·batch·seq², softmax h·batch·seq², weighted sum of
     values T·d, output projection T·d, W1 T·d_ff, SiLU T·d_ff (ReLU² for the "relu2" FFN, counted
     the same), W2 T·d — and for SwiGLU also W3 T·d_ff and the gate product SiLU(W1x)⊙W3x T·d_ff,
-    which W2's backward needs. After the blocks: final RMSNorm T·d, output embedding (logits) T·V
-    (2·T·V with logit_softcap: the capped logits too),
-    cross-entropy on the logits (the softmax it keeps) T·V.
+    which W2's backward needs; with residual_scalars an entry of its own, 3·T·d: the gradients of
+    λ_x, g_attn and g_ffn need the stream before the mix and each branch's output (the first
+    block's stream is x0, which every λ_0 needs). After the blocks: final RMSNorm T·d, output
+    embedding (logits) T·V (2·T·V with logit_softcap: the capped logits too), cross-entropy on the
+    logits (the softmax it keeps) T·V.
 
     `components="handout"` counts only the handout's list for its AdamW accounting question, as
     written: per block the RMSNorm(s) (the pre-norm block's two), QKV projections, QᵀK, softmax,
@@ -174,9 +187,10 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
     w = 4 * d if handout else s.ffn_width
     norms = 1 if handout or s.norm != "none" else 0
     gated = s.ffn == "swiglu" and not handout
-    return {
+    mixed_values = 0 if handout else _value_mixing_layers(s) * t * d
+    counts = {
         "rmsnorm": n * 2 * norms * t * d,
-        "qkv_projections": n * (3 + (2 if s.qk_norm and not handout else 0)) * t * d,
+        "qkv_projections": n * (3 + (2 if s.qk_norm and not handout else 0)) * t * d + mixed_values,
         "attention_scores": n * s.num_heads * batch_size * seq * seq,
         "softmax": n * s.num_heads * batch_size * seq * seq,
         "attention_weighted_sum": n * t * d,
@@ -190,6 +204,9 @@ def activation_counts(model: Any, batch_size: int, seq_len: int | None = None, *
         "lm_head": (2 if s.logit_softcap is not None and not handout else 1) * t * v,
         "cross_entropy": t * v,
     }
+    if s.residual_scalars and not handout:
+        counts["residual_scalars"] = n * 3 * t * d
+    return counts
 
 
 def adamw_memory(model: Any, batch_size: int, seq_len: int | None = None, dtype_bytes: int = 4, *,

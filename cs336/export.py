@@ -16,7 +16,8 @@ because queries and keys are permuted alike, so V and the output projection stay
 | layers.i.ffn.w1, w3, w2     | model.layers.i.mlp.gate_proj, up_proj, down_proj |
 | ln_final, lm_head           | model.norm, lm_head (absent when tied)           |
 
-Ablated models Llama cannot express (post-norm or no norm, NoPE, the ungated SiLU FFN) are refused.
+Ablated models Llama cannot express (post-norm or no norm, NoPE, the ungated FFNs, query/key norms,
+capped logits, value residuals, residual scalars) are refused.
 
 The tokenizer becomes a byte-level BPE in `tokenizers`' JSON format: the same vocabulary and merges
 (in GPT-2's byte-to-unicode alphabet), the GPT-2 pre-tokenizer regex, no prefix space, and the
@@ -69,6 +70,10 @@ def check_llama_compatible(model: TransformerLM) -> None:
         problems.append("qk_norm=True (Llama has no query/key norm)")
     if getattr(model, "logit_softcap", None) is not None:
         problems.append(f"logit_softcap={model.logit_softcap!r} (Llama does not cap its logits)")
+    if getattr(model, "value_residual", False):
+        problems.append("value_residual=True (Llama's layers do not share values)")
+    if getattr(model, "residual_scalars", False):
+        problems.append("residual_scalars=True (Llama's residual stream has no learnable mix or gains)")
     if problems:
         raise CS336Error(f"cannot export to Llama: {'; '.join(problems)}")
 

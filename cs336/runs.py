@@ -126,15 +126,16 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> Transfo
     return TransformerLM(
         cfg.vocab_size, cfg.context_length, cfg.d_model, cfg.num_layers, cfg.num_heads, cfg.d_ff, cfg.rope_theta,
         device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
-        qk_norm=cfg.qk_norm, logit_softcap=cfg.logit_softcap,
-        zero_init_output=cfg.zero_init_output, tie_embeddings=cfg.tie_embeddings, fused=cfg.fused,
+        qk_norm=cfg.qk_norm, logit_softcap=cfg.logit_softcap, zero_init_output=cfg.zero_init_output,
+        tie_embeddings=cfg.tie_embeddings, value_residual=cfg.value_residual, residual_scalars=cfg.residual_scalars,
+        fused=cfg.fused,
     )
 
 
 def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split `model`'s parameters into (Muon's, AdamW's): the 2-D weights inside its Transformer
     blocks (attention q/k/v/output, FFN w1/w2/w3) and everything else (token embeddings, LM head,
-    norm gains), each parameter once."""
+    norm gains, the scalars of `value_residual` and `residual_scalars`), each parameter once."""
     hidden = {id(p) for block in model.modules() if isinstance(block, TransformerBlock)
               for p in block.parameters() if p.ndim == 2}
     params = list(model.parameters())  # a tied matrix once

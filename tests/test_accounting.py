@@ -40,6 +40,10 @@ ABLATIONS = [
     {"qk_norm": True, "num_heads": 8, "norm": "none"},
     {"logit_softcap": 30.0},
     {"zero_init_output": True},
+    {"value_residual": True},
+    {"value_residual": True, "num_layers": 1},
+    {"residual_scalars": True},
+    {"residual_scalars": True, "value_residual": True, "num_layers": 3, "norm": "post"},
 ]
 SWITCHES = ABLATIONS[9:]  # the modern-architecture switches, after the write-up's ablations
 
@@ -156,7 +160,8 @@ def _saved_activation_bytes(model, x):
 
 
 MEMORY_CASES = [{}, {"ffn": "silu", "norm": "none"}, {"position": "nope", "tie_embeddings": True, "num_heads": 8},
-                {"ffn": "relu2"}, {"qk_norm": True}, {"logit_softcap": 30.0}]
+                {"ffn": "relu2"}, {"qk_norm": True}, {"logit_softcap": 30.0}, {"value_residual": True},
+                {"residual_scalars": True}, {"value_residual": True, "residual_scalars": True, "num_layers": 3}]
 
 
 @pytest.mark.parametrize("ablation", MEMORY_CASES, ids=str)

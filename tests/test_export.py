@@ -149,7 +149,9 @@ def test_a_failed_export_keeps_the_previous_one_and_leaves_no_partial_files(tmp_
 
 
 @pytest.mark.parametrize("kwargs,what", [(dict(ffn="relu2"), "ffn='relu2'"), (dict(qk_norm=True), "qk_norm=True"),
-                                         (dict(logit_softcap=30.0), "logit_softcap=30.0")])
+                                         (dict(logit_softcap=30.0), "logit_softcap=30.0"),
+                                         (dict(value_residual=True), "value_residual=True"),
+                                         (dict(residual_scalars=True), "residual_scalars=True")])
 def test_switches_llama_cannot_express_are_refused(tmp_path, kwargs, what):
     with pytest.raises(CS336Error, match=f"cannot export to Llama: {what}"):
         save_hf(trained_looking_lm(**kwargs), tmp_path)

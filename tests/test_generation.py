@@ -31,6 +31,7 @@ ARCHITECTURES = [
     dict(norm="post"),
     dict(norm="none", position="nope", ffn="silu"),
     dict(tie_embeddings=True),
+    dict(value_residual=True, residual_scalars=True, qk_norm=True),
 ]
 
 
@@ -230,6 +231,14 @@ def test_load_model_from_a_checkpoint_reads_the_run_config_beside_it(tmp_path, d
     run = make_run(tmp_path / "run", data_dir, d_model=48, tie_embeddings=True)
     model = load_model(run / "checkpoints" / "step_0000010.pt")
     assert model.d_model == 48 and model.tie_embeddings
+
+
+def test_a_run_with_value_residual_and_residual_scalars_reloads_them_from_its_config(tmp_path, data_dir):
+    run = make_run(tmp_path / "run", data_dir, value_residual=True, residual_scalars=True)
+    model = load_model(run)
+    saved = read_checkpoint(run / "checkpoints" / "step_0000200.pt")["model"]
+    assert model.value_residual and model.residual_scalars and model.state_dict().keys() == saved.keys()
+    assert {"layers.1.attn.value_mix", "layers.0.stream_mix", "layers.1.branch_gains"} <= saved.keys()
 
 
 def test_load_run_errors_are_one_line_and_name_the_problem(tmp_path, data_dir):

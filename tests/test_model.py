@@ -416,15 +416,21 @@ def test_fused_path_equals_reference_path_forward_and_gradients(kw):
     assert_fused_equals_reference(kw)
 
 
+def nudge_parameters(model: torch.nn.Module) -> torch.nn.Module:
+    """Move every parameter a little, so none sits at a value that hides a difference (zero
+    matrices, unit gains, a zero mix)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def assert_fused_equals_reference(kw, nudge: bool = False):
     """The fused model equals the reference in logits and every parameter's gradient; with `nudge`
-    every parameter is moved first, so none sits at a value that hides a difference (zero
-    matrices, unit gains)."""
+    every parameter is moved first (`nudge_parameters`)."""
     ref, fused = tiny_lm(**kw), tiny_lm(fused=True, **kw)
     if nudge:
-        with torch.no_grad():
-            for p in ref.parameters():
-                p.add_(0.1 * torch.randn_like(p))
+        nudge_parameters(ref)
     fused.load_state_dict(ref.state_dict())
     ids = torch.randint(0, 53, (3, 16), generator=torch.Generator().manual_seed(2))
     out_ref, out_fused = ref(ids), fused(ids)
@@ -469,12 +475,13 @@ def test_lm_accepts_extra_batch_dims():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_lm_compiles_as_one_graph_without_breaks(fused):
+@pytest.mark.parametrize("switches", [dict(num_layers=1), dict(num_layers=2, value_residual=True, residual_scalars=True)], ids=str)
+def test_lm_compiles_as_one_graph_without_breaks(fused, switches):
     """fullgraph=True makes any graph break an error; the eager backend keeps the test fast (it
     checks what Dynamo captures, not Inductor's code)."""
     import torch._dynamo
 
-    lm = tiny_lm(fused=fused, num_layers=1)
+    lm = tiny_lm(fused=fused, **switches)
     ids = torch.randint(0, 53, (2, 16))
     torch._dynamo.reset()
     compiled = torch.compile(lm, fullgraph=True, backend="eager")
@@ -533,6 +540,11 @@ SWITCHES = [
     dict(logit_softcap=30.0, ffn="relu2", qk_norm=True),
     dict(zero_init_output=True),
     dict(zero_init_output=True, ffn="silu", norm="post"),
+    dict(value_residual=True),
+    dict(value_residual=True, qk_norm=True, norm="post"),
+    dict(residual_scalars=True),
+    dict(residual_scalars=True, norm="none", position="nope"),
+    dict(value_residual=True, residual_scalars=True, ffn="relu2", num_layers=3),
 ]
 
 
@@ -584,16 +596,21 @@ def test_qk_norm_normalises_each_head_of_q_and_k_before_rope():
     torch.testing.assert_close(mhsa(x), out, atol=1e-4, rtol=1e-4)
 
 
-def test_qk_norm_with_kv_cache_equals_the_full_forward():
+@pytest.mark.parametrize("kw", SWITCHES, ids=_switch_id)
+def test_switch_with_kv_cache_equals_the_full_forward(kw):
+    """Chunks read through the cache give the logits of one full forward: what a switch computes
+    per token (x0, the first layer's values) must be there for the new tokens, and the cached
+    tokens' keys and values must be the ones they were attended with."""
     from cs336.model.kv_cache import KVCache
 
     ids = torch.randint(0, 53, (2, 12))
-    full = tiny_lm(qk_norm=True)(ids)
+    full = nudge_parameters(tiny_lm(**kw))
     for fused in (False, True):
-        lm = tiny_lm(qk_norm=True, fused=fused)
+        lm = tiny_lm(fused=fused, **kw)
+        lm.load_state_dict(full.state_dict())
         cache = KVCache(lm.num_layers)
-        steps = torch.cat([lm(ids[:, :7], kv_cache=cache), lm(ids[:, 7:], kv_cache=cache)], dim=1)
-        torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+        steps = torch.cat([lm(ids[:, a:b], kv_cache=cache) for a, b in ((0, 7), (7, 8), (8, 12))], dim=1)
+        torch.testing.assert_close(steps, full(ids), atol=1e-5, rtol=1e-5)
 
 
 def test_logit_softcap_is_c_tanh_of_the_logits_over_c():
@@ -645,3 +662,99 @@ def test_zero_init_output_starts_every_block_as_the_identity(fused, ffn):
     lm(ids).square().mean().backward()
     assert all(layer.attn.output_proj.weight.grad.abs().sum() > 0 and layer.ffn.w2.weight.grad.abs().sum() > 0
                for layer in lm.layers)
+
+
+def _extra_parameters(switch: dict, **shape) -> dict[str, tuple[int, ...]]:
+    """The state-dict entries a switch adds to the model without it; the shared ones must be equal
+    (a switch draws no random numbers that would shift the others' initialisation)."""
+    on, off = tiny_lm(**switch, **shape).state_dict(), tiny_lm(**shape).state_dict()
+    for key, value in off.items():
+        assert torch.equal(on[key], value), key
+    return {k: tuple(v.shape) for k, v in on.items() if k not in off}
+
+
+def test_value_residual_adds_one_mix_scalar_to_every_layer_after_the_first():
+    assert _extra_parameters(dict(value_residual=True), num_layers=3) == {
+        "layers.1.attn.value_mix": (), "layers.2.attn.value_mix": ()}
+    lm = tiny_lm(value_residual=True, num_layers=3)
+    assert [layer.attn.value_mix.item() for layer in lm.layers[1:]] == [0.5, 0.5]
+    assert lm.num_parameters() == tiny_lm(num_layers=3).num_parameters() + 2
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_value_residual_mixes_the_values_as_it_would_mix_the_value_projections(fused):
+    """Values are linear in W_v, so (1 − λ)·v + λ·v₁ with v₁ = x W₁ᵀ is the attention of a layer whose
+    value projection is (1 − λ)·W_v + λ·W₁: λ = 0 is the layer without the switch, λ = 1 uses v₁ alone."""
+    torch.manual_seed(0)
+    mixing = MultiHeadSelfAttention(24, 3, max_seq_len=16, theta=10000.0, value_residual=True, fused=fused)
+    plain = MultiHeadSelfAttention(24, 3, max_seq_len=16, theta=10000.0, fused=fused)
+    plain.load_state_dict(mixing.state_dict(), strict=False)
+    x, w1 = torch.randn(2, 5, 24), torch.randn(24, 24)
+    first_values = (x @ w1.T).unflatten(-1, (3, 8)).transpose(1, 2)  # (batch, heads, seq, d_k)
+    for lam in (0.0, 0.3, 1.0):
+        with torch.no_grad():
+            mixing.value_mix.fill_(lam)
+            plain.v_proj.weight.copy_((1 - lam) * mixing.v_proj.weight + lam * w1)
+        out, values = mixing(x, first_values=first_values, return_values=True)
+        torch.testing.assert_close(out, plain(x), atol=1e-5, rtol=1e-5)
+        mixed_values = plain.v_proj(x).unflatten(-1, (3, 8)).transpose(1, 2)
+        torch.testing.assert_close(values, mixed_values, atol=1e-5, rtol=1e-5)
+    with pytest.raises(CS336Error, match="first_values"):
+        mixing(x)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_value_residual_with_every_mix_at_zero_is_the_model_without_it(fused):
+    lm, ref = tiny_lm(value_residual=True, fused=fused), tiny_lm(fused=fused)
+    with torch.no_grad():
+        for layer in lm.layers[1:]:
+            layer.attn.value_mix.zero_()
+    ids = torch.randint(0, 53, (2, 16))
+    assert torch.equal(lm(ids), ref(ids))
+    assert not torch.allclose(tiny_lm(value_residual=True, fused=fused)(ids), ref(ids), atol=1e-3)
+
+
+def test_residual_scalars_add_a_stream_mix_and_two_branch_gains_to_every_block():
+    assert _extra_parameters(dict(residual_scalars=True)) == {
+        f"layers.{i}.{name}": (2,) for i in range(2) for name in ("stream_mix", "branch_gains")}
+    lm = tiny_lm(residual_scalars=True)
+    assert all(layer.stream_mix.tolist() == [1.0, 0.0] and layer.branch_gains.tolist() == [1.0, 1.0] for layer in lm.layers)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("norm", ["pre", "post", "none"])
+def test_residual_scalars_at_init_are_the_model_without_them(fused, norm):
+    ids = torch.randint(0, 53, (2, 16))
+    lm, ref = tiny_lm(residual_scalars=True, norm=norm, fused=fused), tiny_lm(norm=norm, fused=fused)
+    assert torch.equal(lm(ids), ref(ids))
+
+
+def test_residual_scalars_compute_the_documented_block():
+    """x ← λ_x·x + λ_0·x0; y = x + g_attn·attn(ln1(x)); z = y + g_ffn·ffn(ln2(y))."""
+    torch.manual_seed(0)
+    block = nudge_parameters(TransformerBlock(32, 4, 48, 16, 10000.0, residual_scalars=True))
+    x, x0 = torch.randn(2, 6, 32), torch.randn(2, 6, 32)
+    (lx, l0), (ga, gf) = block.stream_mix, block.branch_gains
+    mixed = lx * x + l0 * x0
+    y = mixed + ga * block.attn(block.ln1(mixed))
+    torch.testing.assert_close(block(x, x0=x0), y + gf * block.ffn(block.ln2(y)))
+    torch.testing.assert_close(block(x), block(x, x0=x))  # the first block's stream is x0
+
+
+def test_training_with_value_residual_and_residual_scalars_lowers_the_loss_and_moves_the_scalars():
+    from cs336 import AdamW, cross_entropy
+
+    lm = tiny_lm(value_residual=True, residual_scalars=True, num_layers=3)
+    tokens = torch.randint(0, 53, (4, 17), generator=torch.Generator().manual_seed(0))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    opt = AdamW(lm.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = cross_entropy(lm(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(layer.attn.value_mix.item() != 0.5 for layer in lm.layers[1:])
+    assert all(layer.stream_mix[1].item() != 0.0 and layer.branch_gains[0].item() != 1.0 for layer in lm.layers)

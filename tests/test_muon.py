@@ -274,7 +274,8 @@ def muon_config(**kw) -> SimpleNamespace:
 BLOCK_MATRICES = ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", "ffn.w1", "ffn.w2", "ffn.w3"]
 
 
-@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"ffn": "silu"}, {"norm": "none"}], ids=str)
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"ffn": "silu"}, {"norm": "none"},
+                                {"value_residual": True, "residual_scalars": True}], ids=str)
 def test_muon_gets_the_blocks_matrices_and_adamw_everything_else_once(kw):
     model = tiny_lm(**kw)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -283,8 +284,9 @@ def test_muon_gets_the_blocks_matrices_and_adamw_everything_else_once(kw):
     expected = {f"layers.{i}.{m}.weight" for i in range(2) for m in BLOCK_MATRICES if f"layers.{i}.{m}" in modules}
     assert {names[id(p)] for p in hidden} == expected
     assert len(expected) == 2 * (6 if kw.get("ffn") == "silu" else 7)
-    for name in (names[id(p)] for p in rest):  # embeddings, head, norm gains
-        assert name.split(".")[0] != "layers" or name.split(".")[2] in ("ln1", "ln2"), name
+    in_blocks = ("ln1.weight", "ln2.weight", "attn.value_mix", "stream_mix", "branch_gains")
+    for name in (names[id(p)] for p in rest):  # embeddings, head, norm gains, scalars
+        assert name.split(".")[0] != "layers" or name.split(".", 2)[2] in in_blocks, name
     opt = build_optimizer(model, muon_config())
     grouped = [id(p) for group in opt.param_groups for p in group["params"]]
     assert sorted(grouped) == sorted(names) and len(grouped) == len(set(grouped))  # each exactly once

@@ -56,6 +56,8 @@ class ModelConfig:
     logit_softcap: float | None = None  # c: logits ← c·tanh(logits / c), bounded in (-c, c); None = off
     zero_init_output: bool = False  # attention's output_proj and the FFN's w2 start at zero: blocks start as identity
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
+    value_residual: bool = False  # layers after the first mix in the first layer's values (a scalar each)
+    residual_scalars: bool = False  # per block: the stream mixed with the embeddings, a gain per branch (4 scalars)
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 
     @property

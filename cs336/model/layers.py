@@ -2,8 +2,8 @@
 
 Every layer holds its parameters under the public API's state-dict keys. The reference path uses
 plain tensor ops; `fused=True` (keyword-only) swaps in PyTorch's fused kernels
-(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.relu`, `F.linear`, `F.embedding`), tested equal
-to it. Both paths trace into a single torch.compile graph.
+(`F.scaled_dot_product_attention`, `F.rms_norm`, `F.silu`, `F.relu`, `F.linear`, `F.embedding`,
+`torch.lerp`), tested equal to it. Both paths trace into a single torch.compile graph.
 """
 
 from __future__ import annotations
@@ -169,6 +169,12 @@ class MultiHeadSelfAttention(nn.Module):
     With `qk_norm`, each head's queries and keys go through an RMSNorm over the head dimension
     (`q_norm.weight`, `k_norm.weight`, one gain per head dimension shared by the heads) before RoPE.
 
+    With `value_residual` (for every layer but the first), the values are mixed with the first
+    layer's values of the same tokens before attention, v ← (1 − λ)·v + λ·v₁: the value residual
+    of ResFormer (Zhou et al. 2024, "Value Residual Learning For Alleviating Attention
+    Concentration In Transformers", arXiv:2410.17897), which fixes λ = 0.5, made learnable as in
+    the modded-nanogpt speed-run: one scalar per layer (`value_mix`), starting at 0.5.
+
     The projections stack the heads in rows: rows h·d_k .. (h+1)·d_k of `q_proj.weight` are head h.
     """
 
@@ -182,6 +188,7 @@ class MultiHeadSelfAttention(nn.Module):
         dtype=None,
         *,
         qk_norm: bool = False,
+        value_residual: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -201,6 +208,9 @@ class MultiHeadSelfAttention(nn.Module):
         if qk_norm:
             self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
             self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype, fused=fused)
+        self.value_residual = value_residual
+        if value_residual:  # λ, the first layer's share of the values
+            self.value_mix = nn.Parameter(torch.full((), 0.5, device=device, dtype=dtype))
 
     def forward(
         self,
@@ -208,9 +218,15 @@ class MultiHeadSelfAttention(nn.Module):
         token_positions: Int[Tensor, "... seq"] | None = None,
         *,
         kv_cache: LayerKVCache | None = None,
-    ) -> Float[Tensor, "... seq d_model"]:
+        first_values: Float[Tensor, "... h seq d"] | None = None,
+        return_values: bool = False,
+    ) -> Float[Tensor, "... seq d_model"] | tuple[Float[Tensor, "... seq d_model"], Float[Tensor, "... h seq d"]]:
         """With `kv_cache`, `x` holds only the tokens after the cached ones: their positions count
-        on from the cache length, and they attend to the cached keys and values as well."""
+        on from the cache length, and they attend to the cached keys and values as well.
+
+        `return_values` also returns the values the tokens of `x` were attended with, (batch,
+        heads, seq, d_k): the first layer's are the `first_values` that a `value_residual` layer
+        needs. Only the new tokens' are needed: the cache holds values already mixed."""
         seq = x.shape[-2]
         past = 0 if kv_cache is None else len(kv_cache)
         q, k, v = (
@@ -219,6 +235,12 @@ class MultiHeadSelfAttention(nn.Module):
         )
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.value_residual:
+            if first_values is None:
+                raise CS336Error("a value_residual attention layer needs the first layer's values (first_values)")
+            lam = self.value_mix
+            v = torch.lerp(v, first_values, lam) if self.fused else (1 - lam) * v + lam * first_values
+        new_values = v
         if self.rope is not None:
             if token_positions is None and past:  # cached tokens hold positions 0..past-1
                 token_positions = torch.arange(past, past + seq, device=x.device)
@@ -232,4 +254,5 @@ class MultiHeadSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(seq, x.device, past=past))
         else:
             out = scaled_dot_product_attention(q, k, v, causal_mask(seq, x.device, past=past))
-        return self.output_proj(rearrange(out, "... h seq d -> ... seq (h d)"))
+        out = self.output_proj(rearrange(out, "... h seq d -> ... seq (h d)"))
+        return (out, new_values) if return_values else out

@@ -12,6 +12,14 @@ head. The ablations of the write-up are keyword-only switches that default to it
 - `zero_init_output`: each block's attention output projection and FFN output matrix (w2) start
   at zero, so every block starts as the identity on the residual stream;
 - `tie_embeddings`: the LM head and the token embedding share one matrix (initialised as the head);
+- `value_residual`: every layer after the first mixes the first layer's values into its own,
+  v ← (1 − λ)·v + λ·v₁, with a learnable λ per layer (`layers.{i}.attn.value_mix`, from 0.5):
+  ResFormer's value residual (arXiv:2410.17897) with the modded-nanogpt speed-run's learnable λ;
+- `residual_scalars`: before each block the stream is mixed with the token embeddings x0,
+  x ← λ_x·x + λ_0·x0 (`layers.{i}.stream_mix` = (λ_x, λ_0), from (1, 0), the speed-run's "embed
+  shortcut"), and each branch enters the stream times a gain (`layers.{i}.branch_gains` =
+  (g_attn, g_ffn), from (1, 1)): at initialisation the model without the switch, reparametrised
+  (in the first block x is x0, so its mix only scales the embeddings);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
 The same arguments, as data, are a `cs336.model.config.ModelConfig`: what a config file's `[model]`
@@ -32,7 +40,11 @@ from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, ReLU2F
 
 
 class TransformerBlock(nn.Module):
-    """One layer: `y = x + attn(ln1(x)); z = y + ffn(ln2(y))` in the reference (pre-norm) form."""
+    """One layer: `y = x + attn(ln1(x)); z = y + ffn(ln2(y))` in the reference (pre-norm) form.
+
+    With `residual_scalars`: `x ← λ_x·x + λ_0·x0; y = x + g_attn·attn(ln1(x)); z = y + g_ffn·ffn(ln2(y))`.
+    With `value_residual`, its attention mixes in the first layer's values (see `MultiHeadSelfAttention`).
+    """
 
     def __init__(
         self,
@@ -49,6 +61,8 @@ class TransformerBlock(nn.Module):
         ffn: FFN = "swiglu",
         silu_d_ff: int | None = None,
         qk_norm: bool = False,
+        value_residual: bool = False,
+        residual_scalars: bool = False,
         zero_init_output: bool = False,
         fused: bool = False,
     ):
@@ -60,7 +74,7 @@ class TransformerBlock(nn.Module):
         rope = position == "rope"
         self.attn = MultiHeadSelfAttention(
             d_model, num_heads, max_seq_len if rope else None, theta if rope else None, device, dtype,
-            qk_norm=qk_norm, fused=fused,
+            qk_norm=qk_norm, value_residual=value_residual, fused=fused,
         )
         if norm != "none":
             self.ln1 = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
@@ -73,6 +87,10 @@ class TransformerBlock(nn.Module):
         if zero_init_output:  # the matrices that write into the residual stream
             nn.init.zeros_(self.attn.output_proj.weight)
             nn.init.zeros_(self.ffn.w2.weight)
+        self.residual_scalars = residual_scalars
+        if residual_scalars:  # (λ_x, λ_0) and (g_attn, g_ffn), at values that change nothing
+            self.stream_mix = nn.Parameter(torch.tensor([1.0, 0.0], device=device, dtype=dtype))
+            self.branch_gains = nn.Parameter(torch.ones(2, device=device, dtype=dtype))
 
     def forward(
         self,
@@ -80,15 +98,33 @@ class TransformerBlock(nn.Module):
         token_positions: Int[Tensor, "... seq"] | None = None,
         *,
         kv_cache: LayerKVCache | None = None,
-    ) -> Float[Tensor, "... seq d_model"]:
+        x0: Float[Tensor, "... seq d_model"] | None = None,
+        first_values: Float[Tensor, "... h seq d"] | None = None,
+        return_values: bool = False,
+    ) -> Float[Tensor, "... seq d_model"] | tuple[Float[Tensor, "... seq d_model"], Float[Tensor, "... h seq d"]]:
+        """`x0`: the token embeddings that `residual_scalars` mixes in (`None`: `x`, as in the first
+        block); `first_values` and `return_values`: as in `MultiHeadSelfAttention.forward`."""
+        if self.residual_scalars:
+            x = self.stream_mix[0] * x + self.stream_mix[1] * (x if x0 is None else x0)
+        a, values = self.attn(
+            self.ln1(x) if self.norm == "pre" else x, token_positions,
+            kv_cache=kv_cache, first_values=first_values, return_values=True,
+        )
         if self.norm == "pre":
-            y = x + self.attn(self.ln1(x), token_positions, kv_cache=kv_cache)
-            return y + self.ffn(self.ln2(y))
-        if self.norm == "post":
-            y = self.ln1(x + self.attn(x, token_positions, kv_cache=kv_cache))
-            return self.ln2(y + self.ffn(y))
-        y = x + self.attn(x, token_positions, kv_cache=kv_cache)
-        return y + self.ffn(y)
+            y = x + self.scaled(0, a)
+            z = y + self.scaled(1, self.ffn(self.ln2(y)))
+        elif self.norm == "post":
+            y = self.ln1(x + self.scaled(0, a))
+            z = self.ln2(y + self.scaled(1, self.ffn(y)))
+        else:
+            y = x + self.scaled(0, a)
+            z = y + self.scaled(1, self.ffn(y))
+        return (z, values) if return_values else z
+
+    def scaled(self, branch: int, out: Tensor) -> Tensor:
+        """A branch's output (0: attention, 1: FFN) as it enters the stream: times its gain with
+        `residual_scalars`, untouched without."""
+        return self.branch_gains[branch] * out if self.residual_scalars else out
 
 
 class TransformerLM(nn.Module):
@@ -115,6 +151,8 @@ class TransformerLM(nn.Module):
         logit_softcap: float | None = None,
         zero_init_output: bool = False,
         tie_embeddings: bool = False,
+        value_residual: bool = False,
+        residual_scalars: bool = False,
         fused: bool = False,
     ):
         super().__init__()
@@ -125,14 +163,16 @@ class TransformerLM(nn.Module):
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
         self.rope_theta, self.norm, self.position, self.ffn = rope_theta, norm, position, ffn
         self.silu_d_ff, self.qk_norm, self.tie_embeddings, self.fused = silu_d_ff, qk_norm, tie_embeddings, fused
+        self.value_residual, self.residual_scalars = value_residual, residual_scalars
         self.token_embeddings = Embedding(vocab_size, d_model, device, dtype, fused=fused)
         self.layers = nn.ModuleList(
             TransformerBlock(
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
                 norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm,
+                value_residual=value_residual and i > 0, residual_scalars=residual_scalars,
                 zero_init_output=zero_init_output, fused=fused,
             )
-            for _ in range(num_layers)
+            for i in range(num_layers)
         )
         if norm != "none":
             self.ln_final = RMSNorm(d_model, device=device, dtype=dtype, fused=fused)
@@ -159,9 +199,15 @@ class TransformerLM(nn.Module):
         seq = token_ids.shape[-1] + (0 if kv_cache is None else len(kv_cache))
         if seq > self.context_length:
             raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
-        x = self.token_embeddings(token_ids)
+        x = x0 = self.token_embeddings(token_ids)
+        first_values = None  # the first layer's values of these tokens (the cached ones are mixed already)
         for i, layer in enumerate(self.layers):
-            x = layer(x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i])
+            x, values = layer(
+                x, token_positions, kv_cache=None if kv_cache is None else kv_cache[i], x0=x0,
+                first_values=first_values, return_values=True,
+            )
+            if i == 0:
+                first_values = values
         if self.norm != "none":
             x = self.ln_final(x)
         if not head:
