@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from cs336 import AdamW
 from cs336.accounting import training_step_flops
 from cs336.model import ModelConfig
-from cs336.provenance import cpu_name
+from cs336.provenance import cpu_name, matmul_peak_flops
 from cs336.runs import build_model
 from cs336.training.loss import cross_entropy, next_token_loss
 
@@ -189,22 +189,6 @@ def check_same_function(contenders: dict[str, Contender], x: Tensor) -> None:
         assert err < 1e-3, f"{name} differs from {next(iter(outs))} by {err}"
 
 
-def matmul_rate(sizes: tuple[int, ...] = (2048, 3072), repeats: int = 3) -> float:
-    """The best float32 `torch.mm` rate (FLOP/s) over square products of `sizes`, each the median
-    of `repeats` products after a warm-up, at the current thread count."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        best = max(best, 2 * n**3 / statistics.median(times))
-    return best
-
-
 def ceiling_s(shape: ModelConfig, batch_size: int, repeats: int = 5) -> tuple[float, float]:
     """Seconds a step's matrix products and its attention take when run alone (medians of
     `repeats`): every weight's forward x·Wᵀ and backward products g·W and gᵀ·x over batch·seq rows,
@@ -265,7 +249,7 @@ def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: in
     walls: dict[str, list[float]] = {n: [] for n in order}  # wall seconds per step
     peaks = []
     for r in range(rounds):
-        peaks.append(matmul_rate())
+        peaks.append(matmul_peak_flops())
         for n in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
             start = time.perf_counter()
             for _ in range(steps):

@@ -115,6 +115,7 @@ def test_values_of_the_wrong_type_name_the_key(tmp_path, override, key):
         (["peak_tflops=0"], ["peak_tflops=0", "positive"]),
         (["peak_tflops=-989"], ["peak_tflops=-989", "positive"]),
         (["peak_tflops=inf"], ["peak_tflops=inf", "positive"]),
+        (["peak_tflops=fast"], ["peak_tflops=fast", "measure"]),
     ],
 )
 def test_invalid_values_are_rejected_with_the_reason(tmp_path, overrides, words):

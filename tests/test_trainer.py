@@ -16,6 +16,7 @@ import torch
 import cs336.training.trainer as trainer_module
 from cs336 import AdamW, cross_entropy, get_batch, get_lr_cosine_schedule, gradient_clipping
 from cs336.accounting import training_step_flops
+from cs336.provenance import matmul_peak_flops
 from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.experiments.tiny import byte_tokens
@@ -171,6 +172,24 @@ def test_each_training_record_logs_tokens_per_second_and_mfu_against_the_configu
     assert 0.1 < recs[0]["mfu"] < 10  # the peak was chosen to make this tiny model's MFU about 1
     train(tiny_config(*tokens, tmp_path / "no_peak", max_steps=2), progress=False)
     assert all("mfu" not in r for r in read_log(tmp_path / "no_peak" / "log.jsonl"))
+
+
+def test_a_measured_peak_is_the_devices_matmul_rate_and_is_recorded(tokens, tmp_path, fake_clock, monkeypatch):
+    """`peak_tflops = "measure"` measures the device's matrix-product rate at the run's dtype before the
+    clock starts, logs MFU against it and records it in the summary."""
+    measured = []
+    monkeypatch.setattr(trainer_module, "matmul_peak_flops", lambda device, dtype: measured.append(dtype) or 4e8)
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=3, log_interval=1, peak_tflops="measure")
+    summary = train(cfg, progress=False)
+    assert measured == [torch.float32] and summary["peak_tflops"] == 4e8 / 1e12
+    flops = training_step_flops(cfg.model.__dict__, batch_size=cfg.batch_size, include_optimizer=False)
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "train_loss" in r]
+    assert [r["mfu"] for r in recs] == pytest.approx([flops / fake_clock["step_s"] / 4e8] * 3, rel=1e-12)
+
+
+def test_the_measured_matmul_peak_is_a_plausible_rate():
+    rate = matmul_peak_flops("cpu", torch.float32, sizes=(256,), repeats=2)
+    assert 1e8 < rate < 1e14  # between a slow core and far beyond any CPU
 
 
 def test_sigkill_at_an_arbitrary_step_then_resume_gives_bit_identical_losses(tokens, tmp_path):

@@ -98,8 +98,10 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for PyTorch ops; None = PyTorch's default (all cores)
     tf32: bool = True  # TF32 matmuls on CUDA
     # One device's peak TFLOP/s at the run's dtype (e.g. 989 for an H100 SXM in bf16): with it, each
-    # training record logs `mfu`, the model FLOPs utilisation; None = no MFU in the log.
-    peak_tflops: float | None = None
+    # training record logs `mfu`, the model FLOPs utilisation; "measure" = the matrix-product rate
+    # measured on the device at the start of the run (`cs336.provenance.matmul_peak_flops`, a few
+    # seconds); None = no MFU in the log.
+    peak_tflops: float | str | None = None
     nan_policy: str = "stop"  # non-finite loss or gradient: "stop" the run, or "skip" the update
     max_nan_skips: int = 10  # with "skip": stop after this many skipped updates
     wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
@@ -172,8 +174,9 @@ class TrainConfig:
             (self.nan_policy in ("stop", "skip"), f"nan_policy={self.nan_policy!r} must be 'stop' or 'skip'"),
             (self.max_nan_skips >= 0, "max_nan_skips must be non-negative"),
             (self.threads is None or self.threads > 0, "threads must be positive"),
-            (self.peak_tflops is None or 0 < self.peak_tflops < math.inf,
-             f"peak_tflops={self.peak_tflops} must be a positive number of TFLOP/s (e.g. 989 for an H100 in bf16), or left out"),
+            (self.peak_tflops in (None, "measure") or (not isinstance(self.peak_tflops, str) and 0 < self.peak_tflops < math.inf),
+             f"peak_tflops={self.peak_tflops} must be a positive number of TFLOP/s (e.g. 989 for an H100 in bf16), "
+             f"\"measure\", or left out"),
             (self.data.dtype in (None, "uint16", "uint32"), f"data.dtype={self.data.dtype!r} must be 'uint16' or 'uint32'"),
         ]
         for ok, msg in checks:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from cs336.accounting import training_step_flops
 from cs336.errors import CS336Error
-from cs336.provenance import code_version
+from cs336.provenance import code_version, matmul_peak_flops
 from cs336.runs import CHECKPOINTS, LOG, build_model, build_optimizer, checkpoint_path, checkpoint_paths, resolve_device, write_config, write_summary
 from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
@@ -410,7 +410,10 @@ class _Trainer:
             unit="step" if by_steps else "s", desc=cfg.name, disable=not self.progress,
             dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
         )
-        peak = cfg.peak_tflops * 1e12 * self.dist.world_size if cfg.peak_tflops is not None else None
+        self.peak_tflops = cfg.peak_tflops  # one device's; measured before the clock starts
+        if cfg.peak_tflops == "measure":
+            self.peak_tflops = matmul_peak_flops(self.device, getattr(torch, cfg.dtype)) / 1e12
+        peak = self.peak_tflops * 1e12 * self.dist.world_size if self.peak_tflops is not None else None
         flops = training_step_flops(self.model, batch_size=cfg.batch_size, include_optimizer=False)
         self.throughput = _Throughput(cfg.tokens_per_step, flops, peak)
 
@@ -458,6 +461,7 @@ class _Trainer:
             "world_size": self.dist.world_size,
             "run_dir": str(self.run_dir),
             "message": message,
+            "peak_tflops": self.peak_tflops,
             "code": code_version(),
         }
         if self.dist.is_main:
