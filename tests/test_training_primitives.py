@@ -129,6 +129,16 @@ def test_linear_cross_entropy_takes_any_leading_dims_and_needs_no_grad():
     torch.testing.assert_close(ours, cross_entropy(hidden @ weight.T, targets))
 
 
+def test_linear_cross_entropy_refuses_a_second_backward():
+    """Its gradients are computed in the forward pass and handed over, not copied: a second backward
+    through a retained graph would read buffers the first one's consumers may have changed."""
+    hidden, weight = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.tensor([0, 4, 2]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once"):
+        loss.backward()
+
+
 def test_linear_cross_entropy_accumulates_into_a_tied_matrix():
     """When the head is also the embedding, both uses' gradients reach the one matrix."""
     g = torch.Generator().manual_seed(1)

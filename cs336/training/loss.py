@@ -54,7 +54,9 @@ def linear_cross_entropy(
     gradients of `hidden` and `weight`; backward only scales those by the incoming gradient. The
     products are those of the unfused head (forward, and the two of its backward), so nothing is
     recomputed; what is saved is the materialised (rows, vocab) logits, their gradient and the
-    separate passes of log-softmax, its backward and the one-hot scatter. Float32 throughout.
+    separate passes of log-softmax, its backward and the one-hot scatter. In the inputs' dtype;
+    the loss is summed in float64. Backward runs once per forward (the gradients are handed over,
+    not copied).
     """
     return _LinearCrossEntropy.apply(hidden.flatten(0, -2), weight, targets.flatten(), softcap, chunk_size)
 
@@ -91,7 +93,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss: Tensor):
+        if getattr(ctx, "handed_over", False):  # with retain_graph: the buffers may since have been clipped or zeroed
+            raise RuntimeError("linear_cross_entropy: its backward runs once per forward")
+        ctx.handed_over = True
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:  # the usual case: a pass over the head saved
             return grad_hidden, grad_weight, None, None, None
-        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None
+        return grad_hidden.mul_(grad_loss), grad_weight.mul_(grad_loss), None, None, None
