@@ -142,10 +142,24 @@ def split_hidden_matrices(model: nn.Module) -> tuple[list[nn.Parameter], list[nn
     return [p for p in params if id(p) in hidden], [p for p in params if id(p) not in hidden]
 
 
+def decay_groups(model: nn.Module, params: list[nn.Parameter], decay_on: str) -> list[dict]:
+    """AdamW's parameter groups for `params` (some or all of `model`'s): with `decay_on="all"` one
+    group, decayed at the optimizer's rate; with "matrices" the 2-D weights other than the token
+    embedding (a tied LM head is that embedding) at that rate, and the rest (embeddings, norm gains,
+    scalars) in a group of their own with weight decay 0."""
+    if decay_on == "all":
+        return [{"params": params}]
+    embedding = model.token_embeddings.weight
+    decayed = [p for p in params if p.ndim == 2 and p is not embedding]
+    kept = [p for p in params if not (p.ndim == 2 and p is not embedding)]
+    return [g for g in ({"params": decayed}, {"params": kept, "weight_decay": 0.0}) if g["params"]]
+
+
 def build_optimizer(model: nn.Module, optim_cfg, *, fused: bool = False) -> AdamW | MuonAdamW:
     """The optimizer `optim_cfg.name` names, over all of `model`'s parameters.
 
-    - "adamw": AdamW(lr, betas, eps, weight_decay) on everything;
+    - "adamw": AdamW(lr, betas, eps, weight_decay) on everything (decayed as `decay_on` says:
+      `decay_groups`);
     - "muon": `MuonAdamW`: Muon(muon_lr, muon_momentum, muon_weight_decay, muon_adjust_lr_fn,
       ns_dtype) on the blocks' weight matrices (`split_hidden_matrices`), AdamW as above on the rest.
 
@@ -155,7 +169,8 @@ def build_optimizer(model: nn.Module, optim_cfg, *, fused: bool = False) -> Adam
     """
     o = optim_cfg
     if o.name == "adamw":
-        return AdamW(model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
+        groups = decay_groups(model, list(model.parameters()), o.decay_on)
+        return AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=fused)
     if o.name != "muon":
         raise CS336Error(f"optim.name={o.name!r} is not one of 'adamw', 'muon'")
     if o.ns_dtype not in ("bfloat16", "float32"):
@@ -164,7 +179,7 @@ def build_optimizer(model: nn.Module, optim_cfg, *, fused: bool = False) -> Adam
     if not hidden:
         raise CS336Error("optim.name='muon' trains the Transformer blocks' matrices, and this model has none; use 'adamw'")
     return MuonAdamW(
-        hidden, rest, lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+        hidden, decay_groups(model, rest, o.decay_on), lr=o.lr, muon_lr=o.muon_lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
         muon_momentum=o.muon_momentum, muon_weight_decay=o.muon_weight_decay, adjust_lr_fn=o.muon_adjust_lr_fn,
         ns_dtype=getattr(torch, o.ns_dtype), fused=fused,
     )

@@ -116,6 +116,7 @@ def test_values_of_the_wrong_type_name_the_key(tmp_path, override, key):
         (["peak_tflops=-989"], ["peak_tflops=-989", "positive"]),
         (["peak_tflops=inf"], ["peak_tflops=inf", "positive"]),
         (["peak_tflops=fast"], ["peak_tflops=fast", "measure"]),
+        (["optim.decay_on=gains"], ["decay_on", "matrices"]),
     ],
 )
 def test_invalid_values_are_rejected_with_the_reason(tmp_path, overrides, words):
@@ -166,7 +167,8 @@ def test_a_config_with_every_field_set_reloads_equal_from_its_toml(tmp_path):
                   "tie_embeddings": True, "value_residual": True, "residual_scalars": True, "fused": True},
         "optim": {"lr": 3e-3, "min_lr": 1e-5, "warmup_iters": 7, "cosine_iters": 900, "betas": [0.8, 0.99], "eps": 1e-9,
                   "weight_decay": 0.05, "grad_clip": 0.5, "name": "muon", "muon_lr": 0.05, "muon_momentum": 0.9,
-                  "muon_weight_decay": 0.01, "muon_adjust_lr_fn": "match_rms_adamw", "ns_dtype": "float32"},
+                  "muon_weight_decay": 0.01, "muon_adjust_lr_fn": "match_rms_adamw", "ns_dtype": "float32",
+                  "decay_on": "matrices"},
         "data": {"train": "{data_dir}/tinystories/train.npy", "valid": "{data_dir}/tinystories/valid.npy", "dtype": "uint32"},
     })
     unset = {"model", "optim", "data", "max_steps", "max_tokens"}  # tables, and the other run lengths (None)

@@ -372,3 +372,25 @@ def test_build_optimizer_names_the_optimizer():
         build_optimizer(model, muon_config(ns_dtype="float16"))
     with pytest.raises(CS336Error, match="this model has none"):
         build_optimizer(tiny_lm(num_layers=0), muon_config())
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_decay_on_matrices_spares_embeddings_gains_and_scalars(name, tie):
+    """With zero gradients an AdamW step is its decay alone, θ ← θ·(1 − lr·λ): with decay_on="matrices"
+    it shrinks the 2-D weights AdamW holds (all block matrices for "adamw", and an untied LM head)
+    and leaves the token embedding (so also a tied head), the norm gains and the scalars as they were."""
+    model = tiny_lm(tie_embeddings=tie, residual_scalars=True, value_residual=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = build_optimizer(model, muon_config(name=name, lr=0.1, weight_decay=0.5, decay_on="matrices"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    muon_owned = {id(p) for p in split_hidden_matrices(model)[0]} if name == "muon" else set()
+    for key, p in model.state_dict(keep_vars=True).items():
+        decayed = p.ndim == 2 and p is not model.token_embeddings.weight and id(p) not in muon_owned
+        if id(p) in muon_owned:
+            continue  # Muon's own decay (muon_weight_decay = 0 here)
+        expected = before[key] * (1 - 0.1 * 0.5) if decayed else before[key]
+        torch.testing.assert_close(p.detach(), expected, msg=key)
+    assert any(p.ndim == 2 and p is not model.token_embeddings.weight for p in model.parameters())

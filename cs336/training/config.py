@@ -57,6 +57,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
+    decay_on: str = "all"  # AdamW's decay on "all" its parameters, or on "matrices" only (not embeddings, gains, scalars)
     grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
     muon_lr: float = 0.02  # Muon's peak rate (name = "muon")
     muon_momentum: float = 0.95
@@ -160,6 +161,7 @@ class TrainConfig:
             (o.muon_lr >= 0 and o.muon_momentum >= 0 and o.muon_weight_decay >= 0, "optim.muon_lr, optim.muon_momentum and optim.muon_weight_decay must be non-negative"),
             (o.muon_adjust_lr_fn in ("original", "match_rms_adamw"), f"optim.muon_adjust_lr_fn={o.muon_adjust_lr_fn!r} must be 'original' or 'match_rms_adamw'"),
             (o.ns_dtype in ("bfloat16", "float32"), f"optim.ns_dtype={o.ns_dtype!r} must be 'bfloat16' or 'float32'"),
+            (o.decay_on in ("all", "matrices"), f"optim.decay_on={o.decay_on!r} must be 'all' or 'matrices'"),
             (o.warmup_iters >= 0, "optim.warmup_iters must be non-negative"),
             (all(0 <= b < 1 for b in o.betas), f"optim.betas={list(o.betas)} must lie in [0, 1)"),
             (o.eps >= 0 and o.weight_decay >= 0 and o.grad_clip >= 0, "optim.eps, optim.weight_decay and optim.grad_clip must be non-negative"),

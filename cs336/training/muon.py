@@ -197,7 +197,7 @@ class MuonAdamW:
     def __init__(
         self,
         muon_params: Iterable[nn.Parameter],
-        adamw_params: Iterable[nn.Parameter],
+        adamw_params: Iterable[nn.Parameter] | Iterable[dict],
         *,
         lr: float,
         muon_lr: float,
