@@ -15,7 +15,8 @@ from cs336 import data
 from cs336.errors import CS336Error
 from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
-from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain, pretokenize_piece
+from cs336.tokenization.merge import merge_fast, merge_heap, merge_plain
+from cs336.tokenization.pretokenize import pretokenize_piece
 
 from conftest import FIXTURES, TINYSTORIES
 

@@ -22,15 +22,15 @@ piece is pre-tokenized and merged once; after warm-up almost every piece costs o
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 from collections.abc import Iterable, Iterator
-from itertools import chain, islice, repeat
+from itertools import chain, islice
 from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
+from cs336.tokenization.merge import MergeTable, merge_fast, merge_heap, merge_plain
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
@@ -39,99 +39,6 @@ from cs336.tokenization.pretokenize import (
     space_pieces,
     split_on_special_tokens,
 )
-
-# ---------------------------------------------------------------------------------------------
-# Merging one pre-token
-# ---------------------------------------------------------------------------------------------
-# A merge table maps a pair of ids to `(rank, merged id)`; lower ranks merge first.
-MergeTable = dict[tuple[int, int], tuple[int, int]]
-
-
-def merge_plain(ids: list[int], merges: MergeTable) -> list[int]:
-    """The reference: repeatedly merge every occurrence of the lowest-ranked adjacent pair.
-
-    >>> merge_plain([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    while len(ids) > 1:
-        best = min(zip(ids, ids[1:]), key=lambda pair: merges.get(pair, (float("inf"),))[0])
-        if best not in merges:
-            break
-        new_id, out, i = merges[best][1], [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == best:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
-    return ids
-
-
-_NO_MERGE = (1 << 62, -1)  # sorts after every real `(rank, id)`
-
-
-def merge_fast(ids: list[int], merges: MergeTable) -> list[int]:
-    """`merge_plain` for short pre-tokens: merge the leftmost lowest-ranked pair, one at a time.
-
-    The pairs' `(rank, id)` entries live in a list kept in step with `ids`, so a merge looks up
-    only the two pairs it changes, and finding the minimum is a C-level `min` over that list.
-    Merging one occurrence at a time gives the same result as `merge_plain`'s all-occurrences
-    step: a merge never creates a pair of lower rank than its own.
-
-    >>> merge_fast([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    get = merges.get
-    pairs = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
-    while pairs:
-        best = min(pairs)
-        if best is _NO_MERGE:
-            break
-        i = pairs.index(best)
-        new_id = ids[i] = best[1]
-        del ids[i + 1], pairs[i]
-        if i > 0:
-            pairs[i - 1] = get((ids[i - 1], new_id), _NO_MERGE)
-        if i < len(pairs):
-            pairs[i] = get((new_id, ids[i + 1]), _NO_MERGE)
-    return ids
-
-
-def merge_heap(ids: list[int], merges: MergeTable) -> list[int]:
-    """`merge_plain` in O(n log n) for long pre-tokens (a 100 kB run of digits, say).
-
-    The ids form a doubly linked list; a heap holds `(rank, position)` of every adjacent pair that
-    has a merge. Popping gives the lowest rank, leftmost first, which is the order `merge_plain`
-    uses. Entries made stale by an earlier merge are recognised and skipped.
-
-    >>> merge_heap([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    n = len(ids)
-    val = list(ids)
-    nxt = list(range(1, n + 1))  # n marks the end
-    prv = list(range(-1, n - 1))
-    alive = [True] * n
-    heap = [(merges[p][0], i) for i, p in enumerate(zip(ids, ids[1:])) if p in merges]
-    heapq.heapify(heap)
-    while heap:
-        rank, i = heapq.heappop(heap)
-        j = nxt[i] if alive[i] else n
-        entry = merges.get((val[i], val[j])) if j < n else None
-        if entry is None or entry[0] != rank:
-            continue  # stale: a neighbour was merged away or changed since this entry was pushed
-        val[i] = entry[1]
-        alive[j] = False
-        nxt[i] = nxt[j]
-        if nxt[j] < n:
-            prv[nxt[j]] = i
-        for a in (prv[i], i):
-            if a >= 0 and nxt[a] < n and (val[a], val[nxt[a]]) in merges:
-                heapq.heappush(heap, (merges[(val[a], val[nxt[a]])][0], a))
-    return [v for v, keep in zip(val, alive) if keep]
-
 
 # Below this many bytes `merge_fast` (quadratic in the worst case) beats building a heap.
 _HEAP_FROM = 64
