@@ -11,6 +11,8 @@ Encoding runs in three stages, each independent of the next:
 text repeats the same few thousand words, so the text is first cut into pieces at pre-token
 boundaries (pieces like `" cat."` or `" end.\\n\\nThe"`, see `pretokenize.space_pieces`) and each distinct
 piece is pre-tokenized and merged once; after warm-up almost every piece costs one dict lookup.
+The pieces a text brings that the caches lack are collected first and encoded together, so that
+all their new pre-tokens are merged in one `merge.merge_many` call instead of one by one.
 
 >>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"hi", 257: b" hi"}
 >>> tok = Tokenizer(vocab, [(b"h", b"i"), (b" ", b"hi")], special_tokens=["<|eot|>"])
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from functools import reduce
 from itertools import chain, islice
+from operator import iadd
 from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
-from cs336.tokenization.merge import MergeTable, merge_fast, merge_heap, merge_plain
+from cs336.tokenization.merge import MergeTable, PairRanks, merge_fast, merge_heap, merge_many, merge_plain
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
@@ -42,27 +47,32 @@ from cs336.tokenization.pretokenize import (
 
 # Below this many bytes `merge_fast` (quadratic in the worst case) beats building a heap.
 _HEAP_FROM = 64
+# From this many new pre-tokens on, `merge_many` (a few numpy calls a round) beats `merge_fast`.
+_MANY_FROM = 100
 
 
 class _Cache(dict):
-    """text -> its ids; a miss calls `encode` once (`__missing__`), a hit is a C-level lookup.
+    """text -> its ids (a tuple), where a miss is noted instead of encoded: `__missing__` adds the
+    text to `missed` and keeps `(_PENDING,)` as its ids for now, so that later occurrences cost a
+    C-level lookup too. `Tokenizer.encode` then encodes everything a call missed in one go
+    (`_encode_missed`) and assembles again the stretches of text that hold `_PENDING`."""
 
-    Texts longer than `_CACHE_KEY_MAX` characters (a line of text without spaces, a long run of
-    digits) are encoded but not kept: they seldom repeat, and keeping them would make memory grow
-    with their length.
-    """
-
-    def __init__(self, encode):
+    def __init__(self):
         super().__init__()
-        self.encode = encode
+        self.missed: set[str] = set()
 
-    def __missing__(self, text: str) -> list[int]:
-        ids = self.encode(text)
-        if len(text) <= _CACHE_KEY_MAX:
-            self[text] = ids
-        return ids
+    def __missing__(self, text: str) -> tuple[int, ...]:
+        self.missed.add(text)
+        self[text] = _WAIT
+        return _WAIT
 
 
+_PENDING = -1  # no token's id (ids are >= 0)
+_WAIT = (_PENDING,)
+
+# Texts longer than this many characters (a line without spaces, a long run of digits) are
+# encoded but not kept in the caches: they seldom repeat, and keeping them would make memory grow
+# with their length.
 _CACHE_KEY_MAX = 256
 
 
@@ -70,8 +80,8 @@ class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
     Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
-    two caches (piece -> ids, pre-token -> ids); a full cache is emptied, so memory stays flat on
-    any input.
+    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids); a full cache is emptied,
+    so memory stays flat on any input.
     """
 
     def __init__(
@@ -97,6 +107,8 @@ class Tokenizer:
             if b not in self._id_of:
                 new_id = max(self.vocab, default=-1) + 1
                 self.vocab[new_id], self._id_of[b] = b, new_id
+        if min(self.vocab, default=0) < 0:
+            raise CS336Error(f"vocab ids must be >= 0, not {min(self.vocab)}")
         missing = [b for b in range(256) if bytes([b]) not in self._id_of]
         if missing:
             raise CS336Error(f"vocab lacks {len(missing)} of the 256 single bytes (e.g. {bytes([missing[0]])!r})")
@@ -108,6 +120,7 @@ class Tokenizer:
                 raise CS336Error(f"merge {rank} ({a!r}, {b!r}) uses {bad!r}, which is not in the vocab")
             # setdefault: a repeated merge can never fire a second time
             self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
+        self._pair_ranks = PairRanks(self._merges, self._byte_ids, max(self.vocab) + 1)
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
@@ -134,9 +147,9 @@ class Tokenizer:
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
     def _new_caches(self) -> None:
-        self._pretoken_cache = _Cache(self._encode_pretoken)
-        self._piece_cache = _Cache(self._encode_piece)
-        self._spaced_cache = _Cache(self._encode_spaced)  # part -> ids of " " + part
+        self._pretoken_cache: dict[str, tuple[int, ...]] = {}
+        self._piece_cache = _Cache()
+        self._spaced_cache = _Cache()  # part -> ids of " " + part
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
@@ -148,33 +161,62 @@ class Tokenizer:
         self._new_caches()
 
     # -- encoding ------------------------------------------------------------------------------
-    def _encode_pretoken(self, pretoken: str) -> list[int]:
-        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
-        merge = merge_heap if len(ids) >= _HEAP_FROM else merge_fast
-        return merge(ids, self._merges)
+    def _merge_words(self, words: list[bytes]) -> list[list[int]]:
+        """The ids of each word (a pre-token's UTF-8 bytes) after the merges, as `merge_plain`
+        gives them: `merge_many` takes the short words when they are enough to pay for its numpy
+        calls; the others go one at a time (`_merge_word`)."""
+        short = [w for w in words if len(w) < _HEAP_FROM]
+        if len(short) < _MANY_FROM:
+            return list(map(self._merge_word, words))
+        merged = iter(merge_many(short, self._pair_ranks))
+        return [next(merged) if len(w) < _HEAP_FROM else self._merge_word(w) for w in words]
 
-    def _encode_piece(self, piece: str) -> list[int]:
-        word = piece[1:] if piece[:1] == " " else piece
-        if word.isascii() and word.isalpha():  # " cat": one pre-token, no need to run the pattern
-            return self._pretoken_cache[piece]
-        return list(chain.from_iterable(map(self._pretoken_cache.__getitem__, pretokenize_piece(piece))))
+    def _merge_word(self, word: bytes) -> list[int]:
+        merge = merge_heap if len(word) >= _HEAP_FROM else merge_fast
+        return merge([self._byte_ids[b] for b in word], self._merges)
 
-    def _encode_spaced(self, part: str) -> list[int]:
-        return self._encode_piece(" " + part)
+    def _encode_missed(self) -> list[tuple[dict, str]]:
+        """Put the ids of every piece the piece caches missed into them, merging all the new
+        pre-tokens of those pieces together (`_merge_words`). Returns the `(cache, key)` entries
+        too long to keep, for `encode` to drop once it has used them."""
+        pieces, parts = list(self._piece_cache.missed), list(self._spaced_cache.missed)
+        self._piece_cache.missed, self._spaced_cache.missed = set(), set()
+        pretokens = list(map(pretokenize_piece, pieces + [" " + p for p in parts]))
+        new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
+        # Tuples, not lists: ids are only ever copied out, and the garbage collector stops
+        # tracking a tuple of ints, so a large cache costs it nothing.
+        self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
+        get = self._pretoken_cache.__getitem__
+        ids = [get(p[0]) if len(p) == 1 else sum(map(get, p), ()) for p in pretokens]
+        self._piece_cache.update(zip(pieces, ids))
+        self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
+        added = ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new))
+        return [(cache, k) for cache, keys in added if max(map(len, keys), default=0) > _CACHE_KEY_MAX
+                for k in keys if len(k) > _CACHE_KEY_MAX]
 
-    def _encode_ordinary(self, text: str) -> Iterator[int]:
-        """Ids of text that holds no special tokens, as a lazy chain of the cached lists."""
-        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
-            if len(cache) > self.cache_size:
-                cache.clear()
-        stretches = []
-        for split, pieces in space_pieces(text):
+    def _look_up(self, stretches: list[tuple[bool, str | list[str]]]) -> bool:
+        """Look up every piece of `stretches` (from `space_pieces`) without assembling them, so
+        that the misses are noted; whether there were new ones."""
+        missed = len(self._piece_cache.missed) + len(self._spaced_cache.missed)
+        for split, pieces in stretches:
             if split:
-                stretches.append(self._piece_cache[pieces[0]])
-                stretches.append(chain.from_iterable(map(self._spaced_cache.__getitem__, islice(pieces, 1, None))))
+                self._piece_cache[pieces[0]]
+                deque(map(self._spaced_cache.__getitem__, islice(pieces, 1, None)), maxlen=0)
             else:
-                stretches.append(self._piece_cache[pieces])
-        return chain.from_iterable(stretches)
+                self._piece_cache[pieces]
+        return len(self._piece_cache.missed) + len(self._spaced_cache.missed) > missed
+
+    def _assemble(self, stretches: list[tuple[bool, str | list[str]]]) -> list[int]:
+        """The ids of text cut by `space_pieces`, from the piece caches (misses give none)."""
+        ids: list[int] = []
+        for split, pieces in stretches:
+            if split:
+                ids += self._piece_cache[pieces[0]]
+                # `ids += ...` for each part's ids, in C: the cost of a lookup and a copy
+                reduce(iadd, map(self._spaced_cache.__getitem__, islice(pieces, 1, None)), ids)
+            else:
+                ids += self._piece_cache[pieces]
+        return ids
 
     def _encode_plain(self, text: str) -> list[int]:
         """The reference `encode`: stages 1-3 of the module docstring, no caches, `merge_plain`."""
@@ -190,18 +232,51 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Text -> token ids; equal to tiktoken's `gpt2` on the GPT-2 vocab.
 
+        Each stretch of text between special tokens is cut into pieces (`space_pieces`) and
+        assembled from the caches. The pieces they miss are encoded together once the whole text
+        has been seen, so that their new pre-tokens are merged in one `merge_many` call, and the
+        stretches that missed are assembled again.
+
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
         """
-        if not self.special_tokens:
-            return list(self._encode_ordinary(text))
-        ids: list[int] = []
-        for piece, is_special in split_on_special_tokens(text, self.special_tokens):
-            if is_special:
-                ids.append(self._special_ids[piece])
-            else:
-                ids.extend(self._encode_ordinary(piece))
-        return ids
+        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
+            if len(cache) > self.cache_size:
+                cache.clear()
+        done: list = []  # each stretch's ids, or its pieces while it waits for missed ones
+        waiting: list[int] = []
+        # While stretches keep bringing new pieces (a fresh tokenizer), only look them up: they
+        # will be assembled once, after `_encode_missed`, rather than twice.
+        cold = False
+        try:
+            for piece, is_special in split_on_special_tokens(text, self.special_tokens):
+                if is_special:
+                    done.append((self._special_ids[piece],))
+                    continue
+                stretches = list(space_pieces(piece))
+                if cold:
+                    cold = self._look_up(stretches)
+                    ids = stretches  # to be assembled after `_encode_missed`
+                else:
+                    ids = self._assemble(stretches)
+                    if (self._piece_cache.missed or self._spaced_cache.missed) and _PENDING in ids:
+                        ids, cold = stretches, True
+                if ids is stretches:
+                    waiting.append(len(done))
+                done.append(ids)
+            if waiting:
+                too_long = self._encode_missed()
+                for i in waiting:
+                    done[i] = self._assemble(done[i])
+                for cache, key in too_long:
+                    del cache[key]
+        except BaseException:  # interrupted: leave no _PENDING ids behind in the caches
+            for cache in (self._piece_cache, self._spaced_cache):
+                for key in cache.missed:
+                    cache.pop(key, None)
+                cache.missed.clear()
+            raise
+        return reduce(iadd, done, [])
 
     def encode_iterable(self, iterable: Iterable[str], *, buffer_chars: int = 1 << 16) -> Iterator[int]:
         """Lazily encode a stream of strings (e.g. a file's lines) in constant memory.
