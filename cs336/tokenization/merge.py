@@ -216,10 +216,11 @@ def merge_many(words: list[bytes], table: PairRanks) -> list[list[int]]:
         rank[at] = NO_RANK
         right = at[~first[at + 2]]  # `at + 2` is in the same word: `at` gets a new right pair
         rank[right] = table.ranks(ids[right], ids[right + 2])
-        inner = at[~first[at]]  # `at` has a left neighbour: `at - 1`, or `at - 2` when `at - 1`
-        left = inner - 1  # was merged away into `at - 2` this round
-        left -= gone[left]
-        rank[left] = table.ranks(ids[left], ids[inner])
+        # A left neighbour `at - 1` pairs with the merged id now. (Were `at - 1` merged away into
+        # `at - 2` this round, the rank written here leaves with it, and `at - 2` has already
+        # looked up its pair with `at` above, as its right pair.)
+        inner = at[~first[at]]
+        rank[inner - 1] = table.ranks(ids[inner - 1], ids[inner])
 
         keep = np.flatnonzero(~gone)
         ids, rank, first = ids[keep], rank[keep], np.append(first[keep], True)
