@@ -487,18 +487,17 @@ def test_a_cascading_vocab_encodes_as_the_reference():
     assert tok.encode(text) == tok._encode_plain(text) == expected
 
 
-def test_an_interrupted_encode_leaves_no_pending_ids_in_the_caches(fresh, monkeypatch):
+def test_an_interrupted_encode_leaves_the_caches_usable(fresh, monkeypatch):
+    """Until the new pieces are encoded the caches are only read, so an interruption there
+    (Ctrl-C) changes nothing."""
     text = " ".join(f"w{i}x" for i in range(500))
     expected = fresh._encode_plain(text)
 
-    def interrupt():
+    def interrupt(*args):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
         m.setattr(fresh, "_encode_missed", interrupt)
         with pytest.raises(KeyboardInterrupt):
             fresh.encode(text)
-    from cs336.tokenization.tokenizer import _PENDING
-
-    assert all(_PENDING not in ids for cache in (fresh._piece_cache, fresh._spaced_cache) for ids in cache.values())
     assert fresh.encode(text) == expected

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import reduce
 from itertools import chain, islice
@@ -49,26 +48,6 @@ from cs336.tokenization.pretokenize import (
 _HEAP_FROM = 64
 # From this many new pre-tokens on, `merge_many` (a few numpy calls a round) beats `merge_fast`.
 _MANY_FROM = 100
-
-
-class _Cache(dict):
-    """text -> its ids (a tuple), where a miss is noted instead of encoded: `__missing__` adds the
-    text to `missed` and keeps `(_PENDING,)` as its ids for now, so that later occurrences cost a
-    C-level lookup too. `Tokenizer.encode` then encodes everything a call missed in one go
-    (`_encode_missed`) and assembles again the stretches of text that hold `_PENDING`."""
-
-    def __init__(self):
-        super().__init__()
-        self.missed: set[str] = set()
-
-    def __missing__(self, text: str) -> tuple[int, ...]:
-        self.missed.add(text)
-        self[text] = _WAIT
-        return _WAIT
-
-
-_PENDING = -1  # no token's id (ids are >= 0)
-_WAIT = (_PENDING,)
 
 # Texts longer than this many characters (a line without spaces, a long run of digits) are
 # encoded but not kept in the caches: they seldom repeat, and keeping them would make memory grow
@@ -107,8 +86,6 @@ class Tokenizer:
             if b not in self._id_of:
                 new_id = max(self.vocab, default=-1) + 1
                 self.vocab[new_id], self._id_of[b] = b, new_id
-        if min(self.vocab, default=0) < 0:
-            raise CS336Error(f"vocab ids must be >= 0, not {min(self.vocab)}")
         missing = [b for b in range(256) if bytes([b]) not in self._id_of]
         if missing:
             raise CS336Error(f"vocab lacks {len(missing)} of the 256 single bytes (e.g. {bytes([missing[0]])!r})")
@@ -147,9 +124,11 @@ class Tokenizer:
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
     def _new_caches(self) -> None:
+        # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
+        # stops tracking a tuple of ints, so a large cache costs it nothing.
         self._pretoken_cache: dict[str, tuple[int, ...]] = {}
-        self._piece_cache = _Cache()
-        self._spaced_cache = _Cache()  # part -> ids of " " + part
+        self._piece_cache: dict[str, tuple[int, ...]] = {}
+        self._spaced_cache: dict[str, tuple[int, ...]] = {}  # part -> ids of " " + part
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
@@ -175,39 +154,25 @@ class Tokenizer:
         merge = merge_heap if len(word) >= _HEAP_FROM else merge_fast
         return merge([self._byte_ids[b] for b in word], self._merges)
 
-    def _encode_missed(self) -> list[tuple[dict, str]]:
-        """Put the ids of every piece the piece caches missed into them, merging all the new
-        pre-tokens of those pieces together (`_merge_words`). Returns the `(cache, key)` entries
-        too long to keep, for `encode` to drop once it has used them."""
-        pieces, parts = list(self._piece_cache.missed), list(self._spaced_cache.missed)
-        self._piece_cache.missed, self._spaced_cache.missed = set(), set()
+    def _encode_missed(self, pieces: list[str], parts: list[str]) -> list[tuple[dict, str]]:
+        """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
+        merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
+        entries too long to keep, for `encode` to drop once it has used them."""
         pretokens = list(map(pretokenize_piece, pieces + [" " + p for p in parts]))
         new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
-        # Tuples, not lists: ids are only ever copied out, and the garbage collector stops
-        # tracking a tuple of ints, so a large cache costs it nothing.
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
         ids = [get(p[0]) if len(p) == 1 else sum(map(get, p), ()) for p in pretokens]
         self._piece_cache.update(zip(pieces, ids))
         self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
-        added = ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new))
-        return [(cache, k) for cache, keys in added if max(map(len, keys), default=0) > _CACHE_KEY_MAX
-                for k in keys if len(k) > _CACHE_KEY_MAX]
-
-    def _look_up(self, stretches: list[tuple[bool, str | list[str]]]) -> bool:
-        """Look up every piece of `stretches` (from `space_pieces`) without assembling them, so
-        that the misses are noted; whether there were new ones."""
-        missed = len(self._piece_cache.missed) + len(self._spaced_cache.missed)
-        for split, pieces in stretches:
-            if split:
-                self._piece_cache[pieces[0]]
-                deque(map(self._spaced_cache.__getitem__, islice(pieces, 1, None)), maxlen=0)
-            else:
-                self._piece_cache[pieces]
-        return len(self._piece_cache.missed) + len(self._spaced_cache.missed) > missed
+        too_long = []
+        for cache, keys in ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new)):
+            if max(map(len, keys), default=0) > _CACHE_KEY_MAX:
+                too_long += [(cache, key) for key in keys if len(key) > _CACHE_KEY_MAX]
+        return too_long
 
     def _assemble(self, stretches: list[tuple[bool, str | list[str]]]) -> list[int]:
-        """The ids of text cut by `space_pieces`, from the piece caches (misses give none)."""
+        """The ids of text cut by `space_pieces`, from the piece caches (`KeyError` on a miss)."""
         ids: list[int] = []
         for split, pieces in stretches:
             if split:
@@ -233,9 +198,9 @@ class Tokenizer:
         """Text -> token ids; equal to tiktoken's `gpt2` on the GPT-2 vocab.
 
         Each stretch of text between special tokens is cut into pieces (`space_pieces`) and
-        assembled from the caches. The pieces they miss are encoded together once the whole text
-        has been seen, so that their new pre-tokens are merged in one `merge_many` call, and the
-        stretches that missed are assembled again.
+        assembled from the caches, until one misses a piece. From then on the pieces are only
+        collected, and those the caches lack are encoded together at the end, so that their new
+        pre-tokens are merged in one `merge_many` call; then the waiting stretches are assembled.
 
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
@@ -245,37 +210,35 @@ class Tokenizer:
                 cache.clear()
         done: list = []  # each stretch's ids, or its pieces while it waits for missed ones
         waiting: list[int] = []
-        # While stretches keep bringing new pieces (a fresh tokenizer), only look them up: they
-        # will be assembled once, after `_encode_missed`, rather than twice.
-        cold = False
-        try:
-            for piece, is_special in split_on_special_tokens(text, self.special_tokens):
-                if is_special:
-                    done.append((self._special_ids[piece],))
+        pieces: set[str] = set()  # the pieces of the waiting stretches
+        parts: set[str] = set()  # their spaced pieces, as parts without the space
+        for piece, is_special in split_on_special_tokens(text, self.special_tokens):
+            if is_special:
+                done.append((self._special_ids[piece],))
+                continue
+            stretches = list(space_pieces(piece))
+            if not waiting:
+                try:
+                    done.append(self._assemble(stretches))
                     continue
-                stretches = list(space_pieces(piece))
-                if cold:
-                    cold = self._look_up(stretches)
-                    ids = stretches  # to be assembled after `_encode_missed`
+                except KeyError:  # a new piece: this stretch and all later ones wait
+                    pass
+            for split, got in stretches:
+                if split:
+                    pieces.add(got[0])
+                    parts.update(islice(got, 1, None))
                 else:
-                    ids = self._assemble(stretches)
-                    if (self._piece_cache.missed or self._spaced_cache.missed) and _PENDING in ids:
-                        ids, cold = stretches, True
-                if ids is stretches:
-                    waiting.append(len(done))
-                done.append(ids)
-            if waiting:
-                too_long = self._encode_missed()
-                for i in waiting:
-                    done[i] = self._assemble(done[i])
-                for cache, key in too_long:
-                    del cache[key]
-        except BaseException:  # interrupted: leave no _PENDING ids behind in the caches
-            for cache in (self._piece_cache, self._spaced_cache):
-                for key in cache.missed:
-                    cache.pop(key, None)
-                cache.missed.clear()
-            raise
+                    pieces.add(got)
+            waiting.append(len(done))
+            done.append(stretches)
+        if waiting:
+            too_long = self._encode_missed(
+                list(pieces.difference(self._piece_cache)), list(parts.difference(self._spaced_cache))
+            )
+            for i in waiting:
+                done[i] = self._assemble(done[i])
+            for cache, key in too_long:
+                del cache[key]
         return reduce(iadd, done, [])
 
     def encode_iterable(self, iterable: Iterable[str], *, buffer_chars: int = 1 << 16) -> Iterator[int]:
