@@ -171,9 +171,9 @@ class Tokenizer:
                 too_long += [(cache, key) for key in keys if len(key) > _CACHE_KEY_MAX]
         return too_long
 
-    def _assemble(self, stretches: list[tuple[bool, str | list[str]]]) -> list[int]:
-        """The ids of text cut by `space_pieces`, from the piece caches (`KeyError` on a miss)."""
-        ids: list[int] = []
+    def _assemble(self, stretches: Iterable[tuple[bool, str | list[str]]], ids: list[int]) -> None:
+        """Append the ids of text cut by `space_pieces` to `ids`, from the piece caches
+        (`KeyError` on a miss)."""
         for split, pieces in stretches:
             if split:
                 ids += self._piece_cache[pieces[0]]
@@ -181,7 +181,6 @@ class Tokenizer:
                 reduce(iadd, map(self._spaced_cache.__getitem__, islice(pieces, 1, None)), ids)
             else:
                 ids += self._piece_cache[pieces]
-        return ids
 
     def _encode_plain(self, text: str) -> list[int]:
         """The reference `encode`: stages 1-3 of the module docstring, no caches, `merge_plain`."""
@@ -197,10 +196,10 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Text -> token ids; equal to tiktoken's `gpt2` on the GPT-2 vocab.
 
-        Each stretch of text between special tokens is cut into pieces (`space_pieces`) and
-        assembled from the caches, until one misses a piece. From then on the pieces are only
-        collected, and those the caches lack are encoded together at the end, so that their new
-        pre-tokens are merged in one `merge_many` call; then the waiting stretches are assembled.
+        The text between special tokens is cut into pieces (`space_pieces`), segment by segment,
+        and assembled from the caches. A segment with a piece the caches lack waits: the new
+        pieces of all waiting segments are encoded together at the end, so that their new
+        pre-tokens are merged in one `merge_many` call, and then the waiting segments are assembled.
 
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
@@ -208,38 +207,42 @@ class Tokenizer:
         for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
             if len(cache) > self.cache_size:
                 cache.clear()
-        done: list = []  # each stretch's ids, or its pieces while it waits for missed ones
-        waiting: list[int] = []
-        pieces: set[str] = set()  # the pieces of the waiting stretches
+        ids: list[int] = []  # the ids, up to the first segment that waits
+        later: list = []  # then, in order: each segment's ids (a list) or, if it waits, its pieces (a tuple)
+        pieces: set[str] = set()  # the pieces of the waiting segments
         parts: set[str] = set()  # their spaced pieces, as parts without the space
         for piece, is_special in split_on_special_tokens(text, self.special_tokens):
+            out = [] if later else ids
             if is_special:
-                done.append((self._special_ids[piece],))
-                continue
-            stretches = list(space_pieces(piece))
-            if not waiting:
+                out.append(self._special_ids[piece])
+            else:
+                stretches = tuple(space_pieces(piece))
+                start = len(out)
                 try:
-                    done.append(self._assemble(stretches))
-                    continue
-                except KeyError:  # a new piece: this stretch and all later ones wait
-                    pass
-            for split, got in stretches:
-                if split:
-                    pieces.add(got[0])
-                    parts.update(islice(got, 1, None))
-                else:
-                    pieces.add(got)
-            waiting.append(len(done))
-            done.append(stretches)
-        if waiting:
+                    self._assemble(stretches, out)
+                except KeyError:  # a new piece: the segment waits for `_encode_missed`
+                    del out[start:]
+                    for split, got in stretches:
+                        if split:
+                            pieces.add(got[0])
+                            parts.update(islice(got, 1, None))
+                        else:
+                            pieces.add(got)
+                    out = stretches
+            if out is not ids:
+                later.append(out)
+        if later:
             too_long = self._encode_missed(
                 list(pieces.difference(self._piece_cache)), list(parts.difference(self._spaced_cache))
             )
-            for i in waiting:
-                done[i] = self._assemble(done[i])
+            for item in later:
+                if isinstance(item, tuple):
+                    self._assemble(item, ids)
+                else:
+                    ids += item
             for cache, key in too_long:
                 del cache[key]
-        return reduce(iadd, done, [])
+        return ids
 
     def encode_iterable(self, iterable: Iterable[str], *, buffer_chars: int = 1 << 16) -> Iterator[int]:
         """Lazily encode a stream of strings (e.g. a file's lines) in constant memory.
