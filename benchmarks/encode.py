@@ -38,6 +38,7 @@ from cs336 import Tokenizer
 from cs336.data import sample_path, tiktoken_gpt2
 from cs336.tokenization import END_OF_TEXT
 from cs336.tokenization.encode_file import encode_file
+from cs336.tokenization.pretokenize import peak_rss_bytes
 
 TINYSTORIES = sample_path("tinystories/TinyStories-train-2M.txt")
 OWT = sample_path("owt/owt-sample-680K.txt")
@@ -107,12 +108,12 @@ def run_encode_file(dataset: Path, out: Path, workers: int) -> dict:
 def child(dataset: Path, out: Path, workers: int) -> None:
     tokenizer = gpt2_tokenizer()
     seconds, cpu, _ = timed(lambda: encode_file(tokenizer, dataset, out, workers=workers, progress=False))
-    kib = 1024  # ru_maxrss is in KiB on Linux
     print(json.dumps({
         "seconds": seconds,
         "cpu": cpu,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib / 2**20,
-        "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib / 2**20,
+        # VmHWM, not ru_maxrss: that would count the benchmark's own memory, from before the exec
+        "peak_mib": peak_rss_bytes() / 2**20,
+        "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 2**20,  # KiB
     }))
 
 
