@@ -158,7 +158,8 @@ class Tokenizer:
         """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
         merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
         entries too long to keep, for `encode` to drop once it has used them."""
-        pretokens = list(map(pretokenize_piece, pieces + [" " + p for p in parts]))
+        texts = pieces + [" " + p for p in parts]
+        pretokens = list(map(tuple, map(pretokenize_piece, texts)))  # tuples: see `encode`
         new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
@@ -228,7 +229,9 @@ class Tokenizer:
                             parts.update(islice(got, 1, None))
                         else:
                             pieces.add(got)
-                    out = stretches
+                    # Kept as tuples, which the garbage collector stops tracking: as lists, its
+                    # passes over all the waiting text took a tenth of a fresh encode.
+                    out = tuple((split, tuple(got) if split else got) for split, got in stretches)
             if out is not ids:
                 later.append(out)
         if later:
