@@ -135,8 +135,10 @@ class PairRanks:
         self._shift, self._mask = np.uint64(64 - bits), (1 << bits) - 1
         self._keys = np.full(1 << bits, _EMPTY, np.int64)
         self._ranks = np.full(1 << bits, NO_RANK, np.int32)
-        left, right = np.fromiter(chain.from_iterable(merges), np.int64, 2 * len(merges)).reshape(-1, 2).T
-        ranks, merged = np.fromiter(chain.from_iterable(merges.values()), np.int64, 2 * len(merges)).reshape(-1, 2).T
+        def columns(pairs) -> np.ndarray:  # `len(merges)` pairs of ints -> their two columns
+            return np.fromiter(chain.from_iterable(pairs), np.int64, 2 * len(merges)).reshape(-1, 2).T
+
+        (left, right), (ranks, merged) = columns(merges), columns(merges.values())
         self.merged = np.zeros(len(merges) and ranks.max() + 1, np.int32)
         self.merged[ranks] = merged
         self._insert(left * n_ids + right, ranks)
