@@ -15,7 +15,8 @@ from cs336 import data
 from cs336.errors import CS336Error
 from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
-from cs336.tokenization.tokenizer import merge_fast, merge_heap, merge_plain, pretokenize_piece
+from cs336.tokenization.merge import merge_fast, merge_heap, merge_plain
+from cs336.tokenization.pretokenize import pretokenize_piece
 
 from conftest import FIXTURES, TINYSTORIES
 
@@ -417,3 +418,86 @@ def test_the_whitespace_set_is_unicode_white_space():
 
     everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
     assert _WHITESPACE_SET == set(regex.findall(r"\s", everything))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces the caches miss are encoded together (`merge_many`)
+# ---------------------------------------------------------------------------------------------
+EDGE_CASES = [
+    "", " ", "   ", "\n", " \n\t \u3000 ", "\n\n\n",  # nothing, or only whitespace
+    EOT, EOT * 3, f"{EOT} {EOT}\n{EOT}", f"x{EOT}{EOT}y", "<|endoftext|<|endoftext|>>", f"<|{EOT}|>",
+    "🤓", "👩\u200d👩\u200d👧 🏳️\u200d🌈 👍🏽", "日本語のテキスト。", "naïve café straße Ωμέγα",  # non-ASCII, emoji
+    "a" * 5000, "x" * 300 + " " + "9" * 3000, "supercalifragilisticexpialidocious" * 20,  # very long words
+    "the the the the the", "word " * 1000, " cat." * 500 + EOT + " cat." * 500,  # words repeated
+    "a\n \nb", "a  \n\n  b ", "  leading and trailing  ",
+]
+
+
+@pytest.fixture
+def fresh(gpt2) -> Tokenizer:
+    """A copy of the GPT-2 tokenizer with empty caches."""
+    return pickle.loads(pickle.dumps(gpt2))
+
+
+def test_hand_picked_edge_cases_equal_the_reference_and_tiktoken(gpt2, tiktoken_gpt2):
+    """Each case on a fresh tokenizer (few new pre-tokens: merged one at a time), then all of them
+    at once on another (hundreds: merged together), then again (warm caches)."""
+    whole = "".join(EDGE_CASES) + "".join(fuzz_texts(200, seed=15))
+    copy = lambda: pickle.loads(pickle.dumps(gpt2))  # noqa: E731
+    together = copy()
+    for text, tok in [*((case, copy()) for case in EDGE_CASES), (whole, together), (whole, together)]:
+        expected = tiktoken_gpt2.encode(text, allowed_special={EOT})
+        assert tok.encode(text) == expected, repr(text[:80])
+        assert tok._encode_plain(text) == expected, repr(text[:80])
+
+
+def test_new_pretokens_are_merged_together_and_equal_tiktoken(fresh, tiktoken_gpt2, monkeypatch):
+    from cs336.tokenization import tokenizer
+
+    calls = []
+    merge_many = tokenizer.merge_many
+    monkeypatch.setattr(tokenizer, "merge_many", lambda words, table: calls.append(len(words)) or merge_many(words, table))
+    text = EOT.join(fuzz_texts(400, seed=16)) + (TINYSTORIES / "TinyStories-valid-800K.txt").read_text(encoding="utf-8")[:100_000]
+    assert fresh.encode(text) == tiktoken_gpt2.encode(text, allowed_special={EOT})
+    assert len(calls) == 1 and calls[0] > 1000  # one call merged every new pre-token
+    calls.clear()
+    assert fresh.encode(text) == tiktoken_gpt2.encode(text, allowed_special={EOT})
+    assert calls == []  # warm: nothing to merge
+
+
+def test_overlapping_special_tokens_with_many_new_pretokens(tiktoken_gpt2):
+    double = EOT + EOT
+    tok = Tokenizer.from_files(FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", [EOT, double])
+    reference = tiktoken.Encoding("gpt2-double", pat_str=tiktoken_gpt2._pat_str,
+                                  mergeable_ranks=tiktoken_gpt2._mergeable_ranks,
+                                  special_tokens={EOT: 50256, double: 50257})
+    rng = random.Random(17)
+    text = "".join(random_text(rng, 10) + rng.choice([EOT, double, EOT * 3, "<|endoftext|", ""]) for _ in range(300))
+    assert tok.encode(text) == reference.encode(text, allowed_special="all") == tok._encode_plain(text)
+
+
+def test_a_cascading_vocab_encodes_as_the_reference():
+    from test_merge import CASCADE, naive_merger, tokenizer_of
+
+    tok, naive_merge = tokenizer_of(CASCADE), naive_merger(CASCADE)
+    rng = random.Random(18)
+    words = ["".join(rng.choice("aabc") for _ in range(rng.randint(1, 60))) for _ in range(400)]
+    text = " ".join(words) + " é😀" * 3
+    expected = [tok._id_of[t] for w in GPT2_REGEX.findall(text) for t in naive_merge(w.encode("utf-8"))]
+    assert tok.encode(text) == tok._encode_plain(text) == expected
+
+
+def test_an_interrupted_encode_leaves_the_caches_usable(fresh, monkeypatch):
+    """Until the new pieces are encoded the caches are only read, so an interruption there
+    (Ctrl-C) changes nothing."""
+    text = " ".join(f"w{i}x" for i in range(500))
+    expected = fresh._encode_plain(text)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(fresh, "_encode_missed", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            fresh.encode(text)
+    assert fresh.encode(text) == expected

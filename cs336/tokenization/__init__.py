@@ -1,4 +1,4 @@
-"""Byte-level BPE: training (`bpe.py`), encoding and decoding (`tokenizer.py`)."""
+"""Byte-level BPE: training (`bpe.py`), encoding and decoding (`tokenizer.py`, `merge.py`)."""
 
 from cs336.tokenization.bpe import train_bpe
 from cs336.tokenization.pretokenize import END_OF_TEXT

@@ -117,13 +117,14 @@ def encode_file(
     *,
     workers: int | None = None,
     progress: bool = True,
-    chunk_bytes: int | None = None,
+    chunk_bytes: int = 1 << 20,
 ) -> EncodeStats:
     """Encode `input_path` (UTF-8 text) to `output_path` (`.npy`, uint16 when the vocab fits).
 
-    `workers` processes (default: all cores) encode chunks of about `chunk_bytes` (default: enough
-    chunks to keep every worker busy, at most 16 MB each). The output is written to a temporary
-    file and renamed at the end, so a failure leaves no partial `.npy` behind.
+    `workers` processes (default: all cores) encode chunks of about `chunk_bytes`: each holds at
+    most a few chunks, so memory does not grow with the file, and a chunk of 1 MiB still has
+    enough new pre-tokens for `merge_many` to merge them together. The output is written to a
+    temporary file and renamed at the end, so a failure leaves no partial `.npy` behind.
     """
     t0 = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
@@ -136,8 +137,6 @@ def encode_file(
         raise CS336Error(f"input file is empty: {input_path}")
     output_file(output_path)
     workers = max(1, workers or os.cpu_count() or 1)
-    if chunk_bytes is None:
-        chunk_bytes = min(max(size // (16 * workers), 1 << 20), 16 << 20)
     bounds = chunk_boundaries(input_path, chunk_bytes, tokenizer.special_tokens)
     chunks = list(zip(bounds, bounds[1:]))
     dtype = smallest_dtype(max(tokenizer.vocab) + 1)

@@ -11,6 +11,8 @@ Encoding runs in three stages, each independent of the next:
 text repeats the same few thousand words, so the text is first cut into pieces at pre-token
 boundaries (pieces like `" cat."` or `" end.\\n\\nThe"`, see `pretokenize.space_pieces`) and each distinct
 piece is pre-tokenized and merged once; after warm-up almost every piece costs one dict lookup.
+The pieces a text brings that the caches lack are collected first and encoded together, so that
+all their new pre-tokens are merged in one `merge.merge_many` call instead of one by one.
 
 >>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"hi", 257: b" hi"}
 >>> tok = Tokenizer(vocab, [(b"h", b"i"), (b" ", b"hi")], special_tokens=["<|eot|>"])
@@ -22,15 +24,17 @@ piece is pre-tokenized and merged once; after warm-up almost every piece costs o
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 from collections.abc import Iterable, Iterator
-from itertools import chain, islice, repeat
+from functools import reduce
+from itertools import chain, islice
+from operator import iadd
 from pathlib import Path
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
+from cs336.tokenization.merge import MergeTable, PairRanks, merge_fast, merge_heap, merge_many, merge_plain
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
@@ -40,122 +44,14 @@ from cs336.tokenization.pretokenize import (
     split_on_special_tokens,
 )
 
-# ---------------------------------------------------------------------------------------------
-# Merging one pre-token
-# ---------------------------------------------------------------------------------------------
-# A merge table maps a pair of ids to `(rank, merged id)`; lower ranks merge first.
-MergeTable = dict[tuple[int, int], tuple[int, int]]
-
-
-def merge_plain(ids: list[int], merges: MergeTable) -> list[int]:
-    """The reference: repeatedly merge every occurrence of the lowest-ranked adjacent pair.
-
-    >>> merge_plain([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    while len(ids) > 1:
-        best = min(zip(ids, ids[1:]), key=lambda pair: merges.get(pair, (float("inf"),))[0])
-        if best not in merges:
-            break
-        new_id, out, i = merges[best][1], [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == best:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
-    return ids
-
-
-_NO_MERGE = (1 << 62, -1)  # sorts after every real `(rank, id)`
-
-
-def merge_fast(ids: list[int], merges: MergeTable) -> list[int]:
-    """`merge_plain` for short pre-tokens: merge the leftmost lowest-ranked pair, one at a time.
-
-    The pairs' `(rank, id)` entries live in a list kept in step with `ids`, so a merge looks up
-    only the two pairs it changes, and finding the minimum is a C-level `min` over that list.
-    Merging one occurrence at a time gives the same result as `merge_plain`'s all-occurrences
-    step: a merge never creates a pair of lower rank than its own.
-
-    >>> merge_fast([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    get = merges.get
-    pairs = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
-    while pairs:
-        best = min(pairs)
-        if best is _NO_MERGE:
-            break
-        i = pairs.index(best)
-        new_id = ids[i] = best[1]
-        del ids[i + 1], pairs[i]
-        if i > 0:
-            pairs[i - 1] = get((ids[i - 1], new_id), _NO_MERGE)
-        if i < len(pairs):
-            pairs[i] = get((new_id, ids[i + 1]), _NO_MERGE)
-    return ids
-
-
-def merge_heap(ids: list[int], merges: MergeTable) -> list[int]:
-    """`merge_plain` in O(n log n) for long pre-tokens (a 100 kB run of digits, say).
-
-    The ids form a doubly linked list; a heap holds `(rank, position)` of every adjacent pair that
-    has a merge. Popping gives the lowest rank, leftmost first, which is the order `merge_plain`
-    uses. Entries made stale by an earlier merge are recognised and skipped.
-
-    >>> merge_heap([1, 2, 3], {(1, 2): (0, 4), (4, 3): (1, 5)})
-    [5]
-    """
-    n = len(ids)
-    val = list(ids)
-    nxt = list(range(1, n + 1))  # n marks the end
-    prv = list(range(-1, n - 1))
-    alive = [True] * n
-    heap = [(merges[p][0], i) for i, p in enumerate(zip(ids, ids[1:])) if p in merges]
-    heapq.heapify(heap)
-    while heap:
-        rank, i = heapq.heappop(heap)
-        j = nxt[i] if alive[i] else n
-        entry = merges.get((val[i], val[j])) if j < n else None
-        if entry is None or entry[0] != rank:
-            continue  # stale: a neighbour was merged away or changed since this entry was pushed
-        val[i] = entry[1]
-        alive[j] = False
-        nxt[i] = nxt[j]
-        if nxt[j] < n:
-            prv[nxt[j]] = i
-        for a in (prv[i], i):
-            if a >= 0 and nxt[a] < n and (val[a], val[nxt[a]]) in merges:
-                heapq.heappush(heap, (merges[(val[a], val[nxt[a]])][0], a))
-    return [v for v, keep in zip(val, alive) if keep]
-
-
 # Below this many bytes `merge_fast` (quadratic in the worst case) beats building a heap.
 _HEAP_FROM = 64
+# From this many new pre-tokens on, `merge_many` (a few numpy calls a round) beats `merge_fast`.
+_MANY_FROM = 100
 
-
-class _Cache(dict):
-    """text -> its ids; a miss calls `encode` once (`__missing__`), a hit is a C-level lookup.
-
-    Texts longer than `_CACHE_KEY_MAX` characters (a line of text without spaces, a long run of
-    digits) are encoded but not kept: they seldom repeat, and keeping them would make memory grow
-    with their length.
-    """
-
-    def __init__(self, encode):
-        super().__init__()
-        self.encode = encode
-
-    def __missing__(self, text: str) -> list[int]:
-        ids = self.encode(text)
-        if len(text) <= _CACHE_KEY_MAX:
-            self[text] = ids
-        return ids
-
-
+# Texts longer than this many characters (a line without spaces, a long run of digits) are
+# encoded but not kept in the caches: they seldom repeat, and keeping them would make memory grow
+# with their length.
 _CACHE_KEY_MAX = 256
 
 
@@ -163,8 +59,8 @@ class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
     Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
-    two caches (piece -> ids, pre-token -> ids); a full cache is emptied, so memory stays flat on
-    any input.
+    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids); a full cache is emptied,
+    so memory stays flat on any input.
     """
 
     def __init__(
@@ -201,6 +97,7 @@ class Tokenizer:
                 raise CS336Error(f"merge {rank} ({a!r}, {b!r}) uses {bad!r}, which is not in the vocab")
             # setdefault: a repeated merge can never fire a second time
             self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
+        self._pair_ranks = PairRanks(self._merges, self._byte_ids, max(self.vocab) + 1)
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
@@ -227,9 +124,11 @@ class Tokenizer:
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
     def _new_caches(self) -> None:
-        self._pretoken_cache = _Cache(self._encode_pretoken)
-        self._piece_cache = _Cache(self._encode_piece)
-        self._spaced_cache = _Cache(self._encode_spaced)  # part -> ids of " " + part
+        # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
+        # stops tracking a tuple of ints, so a large cache costs it nothing.
+        self._pretoken_cache: dict[str, tuple[int, ...]] = {}
+        self._piece_cache: dict[str, tuple[int, ...]] = {}
+        self._spaced_cache: dict[str, tuple[int, ...]] = {}  # part -> ids of " " + part
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
@@ -241,33 +140,48 @@ class Tokenizer:
         self._new_caches()
 
     # -- encoding ------------------------------------------------------------------------------
-    def _encode_pretoken(self, pretoken: str) -> list[int]:
-        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
-        merge = merge_heap if len(ids) >= _HEAP_FROM else merge_fast
-        return merge(ids, self._merges)
+    def _merge_words(self, words: list[bytes]) -> list[list[int]]:
+        """The ids of each word (a pre-token's UTF-8 bytes) after the merges, as `merge_plain`
+        gives them: `merge_many` takes the short words when they are enough to pay for its numpy
+        calls; the others go one at a time (`_merge_word`)."""
+        short = [w for w in words if len(w) < _HEAP_FROM]
+        if len(short) < _MANY_FROM:
+            return list(map(self._merge_word, words))
+        merged = iter(merge_many(short, self._pair_ranks))
+        return [next(merged) if len(w) < _HEAP_FROM else self._merge_word(w) for w in words]
 
-    def _encode_piece(self, piece: str) -> list[int]:
-        word = piece[1:] if piece[:1] == " " else piece
-        if word.isascii() and word.isalpha():  # " cat": one pre-token, no need to run the pattern
-            return self._pretoken_cache[piece]
-        return list(chain.from_iterable(map(self._pretoken_cache.__getitem__, pretokenize_piece(piece))))
+    def _merge_word(self, word: bytes) -> list[int]:
+        merge = merge_heap if len(word) >= _HEAP_FROM else merge_fast
+        return merge([self._byte_ids[b] for b in word], self._merges)
 
-    def _encode_spaced(self, part: str) -> list[int]:
-        return self._encode_piece(" " + part)
+    def _encode_missed(self, pieces: list[str], parts: list[str]) -> list[tuple[dict, str]]:
+        """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
+        merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
+        entries too long to keep, for `encode` to drop once it has used them."""
+        texts = pieces + [" " + p for p in parts]
+        pretokens = list(map(tuple, map(pretokenize_piece, texts)))  # tuples: see `encode`
+        new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
+        self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
+        get = self._pretoken_cache.__getitem__
+        ids = [get(p[0]) if len(p) == 1 else sum(map(get, p), ()) for p in pretokens]
+        self._piece_cache.update(zip(pieces, ids))
+        self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
+        too_long = []
+        for cache, keys in ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new)):
+            if max(map(len, keys), default=0) > _CACHE_KEY_MAX:
+                too_long += [(cache, key) for key in keys if len(key) > _CACHE_KEY_MAX]
+        return too_long
 
-    def _encode_ordinary(self, text: str) -> Iterator[int]:
-        """Ids of text that holds no special tokens, as a lazy chain of the cached lists."""
-        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
-            if len(cache) > self.cache_size:
-                cache.clear()
-        stretches = []
-        for split, pieces in space_pieces(text):
+    def _assemble(self, stretches: Iterable[tuple[bool, str | list[str]]], ids: list[int]) -> None:
+        """Append the ids of text cut by `space_pieces` to `ids`, from the piece caches
+        (`KeyError` on a miss)."""
+        for split, pieces in stretches:
             if split:
-                stretches.append(self._piece_cache[pieces[0]])
-                stretches.append(chain.from_iterable(map(self._spaced_cache.__getitem__, islice(pieces, 1, None))))
+                ids += self._piece_cache[pieces[0]]
+                # `ids += ...` for each part's ids, in C: the cost of a lookup and a copy
+                reduce(iadd, map(self._spaced_cache.__getitem__, islice(pieces, 1, None)), ids)
             else:
-                stretches.append(self._piece_cache[pieces])
-        return chain.from_iterable(stretches)
+                ids += self._piece_cache[pieces]
 
     def _encode_plain(self, text: str) -> list[int]:
         """The reference `encode`: stages 1-3 of the module docstring, no caches, `merge_plain`."""
@@ -283,17 +197,54 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Text -> token ids; equal to tiktoken's `gpt2` on the GPT-2 vocab.
 
+        The text between special tokens is cut into pieces (`space_pieces`), segment by segment,
+        and assembled from the caches. A segment with a piece the caches lack waits: the new
+        pieces of all waiting segments are encoded together at the end, so that their new
+        pre-tokens are merged in one `merge_many` call, and then the waiting segments are assembled.
+
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
         """
-        if not self.special_tokens:
-            return list(self._encode_ordinary(text))
-        ids: list[int] = []
+        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
+            if len(cache) > self.cache_size:
+                cache.clear()
+        ids: list[int] = []  # the ids, up to the first segment that waits
+        later: list = []  # then, in order: each segment's ids (a list) or, if it waits, its pieces (a tuple)
+        pieces: set[str] = set()  # the pieces of the waiting segments
+        parts: set[str] = set()  # their spaced pieces, as parts without the space
         for piece, is_special in split_on_special_tokens(text, self.special_tokens):
+            out = [] if later else ids
             if is_special:
-                ids.append(self._special_ids[piece])
+                out.append(self._special_ids[piece])
             else:
-                ids.extend(self._encode_ordinary(piece))
+                stretches = tuple(space_pieces(piece))
+                start = len(out)
+                try:
+                    self._assemble(stretches, out)
+                except KeyError:  # a new piece: the segment waits for `_encode_missed`
+                    del out[start:]
+                    for split, got in stretches:
+                        if split:
+                            pieces.add(got[0])
+                            parts.update(islice(got, 1, None))
+                        else:
+                            pieces.add(got)
+                    # Kept as tuples, which the garbage collector stops tracking: as lists, its
+                    # passes over all the waiting text took a tenth of a fresh encode.
+                    out = tuple((split, tuple(got) if split else got) for split, got in stretches)
+            if out is not ids:
+                later.append(out)
+        if later:
+            too_long = self._encode_missed(
+                list(pieces.difference(self._piece_cache)), list(parts.difference(self._spaced_cache))
+            )
+            for item in later:
+                if isinstance(item, tuple):
+                    self._assemble(item, ids)
+                else:
+                    ids += item
+            for cache, key in too_long:
+                del cache[key]
         return ids
 
     def encode_iterable(self, iterable: Iterable[str], *, buffer_chars: int = 1 << 16) -> Iterator[int]:
