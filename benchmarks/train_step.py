@@ -22,7 +22,6 @@ built-in step time in the same round), so drifting machine load hits both sides 
     python benchmarks/train_step.py                      # reference and small configs, torch's threads
     python benchmarks/train_step.py --config reference --threads 2 --rounds 9
     python benchmarks/train_step.py --contenders ours-ref ours-fused builtin   # without compiling
-    python benchmarks/train_step.py --malloc default     # glibc's own malloc settings (a fresh process)
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ from cs336.model import ModelConfig
 from cs336.provenance import cpu_name, matmul_peak_flops
 from cs336.runs import build_model
 from cs336.training.loss import cross_entropy, next_token_loss
-from cs336.training.trainer import keep_freed_memory
 
 CONFIGS = {
     # The handout's TinyStories model (ModelConfig's defaults).
@@ -286,17 +284,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about one second)")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep: glibc keeps freed memory for reuse, as `cs336 train` sets it (keep_freed_memory; "
-                        "process-wide, so for every contender); default: glibc's own behaviour")
     a = p.parse_args(argv)
-    kept = a.malloc == "keep" and keep_freed_memory()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     results = {}
     try:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, {cpu_name()}, "
-              f"malloc keeps freed memory: {kept}")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, {cpu_name()}")
         for name in a.config:
             results[name] = bench(name, CONFIGS[name], a.batch_size or BATCH_SIZES[name], a.rounds, a.steps, tuple(a.contenders))
     finally:

@@ -187,34 +187,6 @@ def test_a_measured_peak_is_the_devices_matmul_rate_and_is_recorded(tokens, tmp_
     assert [r["mfu"] for r in recs] == pytest.approx([flops / fake_clock["step_s"] / 4e8] * 3, rel=1e-12)
 
 
-FAULTS_PER_STEP = """
-import resource, sys, torch
-from cs336.training.trainer import keep_freed_memory
-if sys.argv[1] == "keep" and not keep_freed_memory():
-    sys.exit(3)
-def step():  # ten 8 MiB tensors alive at once, then all freed, as a training step's activations are
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    live = [torch.ones(2 << 20) for _ in range(10)]
-    del live
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(*[step() for _ in range(6)][3:])
-"""
-
-
-def test_keeping_freed_memory_stops_the_page_faults_of_every_step():
-    """glibc trims the freed heap after each step, so every step faults its pages in afresh (20,480
-    4-KiB pages for 80 MiB); with `keep_freed_memory` the pages are reused."""
-    def faults(mode: str) -> list[int]:
-        proc = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True, env=subprocess_env())
-        if proc.returncode == 3:
-            pytest.skip("no glibc mallopt here")
-        assert proc.returncode == 0, proc.stderr
-        return [int(n) for n in proc.stdout.split()]
-
-    assert min(faults("default")) > 10_000
-    assert max(faults("keep")) < 1_000
-
-
 def test_the_measured_matmul_peak_is_a_plausible_rate():
     rate = matmul_peak_flops("cpu", torch.float32, sizes=(256,), repeats=2)
     assert 1e8 < rate < 1e14  # between a slow core and far beyond any CPU

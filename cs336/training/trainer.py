@@ -21,8 +21,6 @@ device's `peak_tflops`, the model FLOPs utilisation; the progress bar).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import math
 import os
@@ -126,22 +124,6 @@ def lr_schedule(o: OptimConfig, step: int, *, total_steps: int | None = None, bu
     return get_lr_cosine_schedule(budget_fraction, o.lr, o.min_lr, 0, 1)
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them back
-    to the OS. By default it maps blocks above a threshold that adapts upwards only as such
-    blocks are freed, and trims the heap, so a training step's activations and gradients (MiBs to
-    tens of MiBs each, freed every step) come back as fresh pages: about 10,000 page faults a step
-    for the handout's model on a CPU, each zeroing a page inside whatever kernel first touches it
-    (benchmarks/README.md, "Training step"). Process-wide and idempotent; False where the C
-    library has no `mallopt` (not glibc), which changes nothing."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 def _autocast(device: torch.device, dtype: str):
     if dtype == "bfloat16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -179,8 +161,6 @@ class _Trainer:
 
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         if self.device.type == "cuda" and cfg.tf32:
             torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
         self._wandb = self._import_wandb()
