@@ -22,6 +22,7 @@ built-in step time in the same round), so drifting machine load hits both sides 
     python benchmarks/train_step.py                      # reference and small configs, torch's threads
     python benchmarks/train_step.py --config reference --threads 2 --rounds 9
     python benchmarks/train_step.py --contenders ours-ref ours-fused builtin   # without compiling
+    python benchmarks/train_step.py --config reference --profile ours-fused ours-compiled   # where the time goes
 """
 
 from __future__ import annotations
@@ -276,6 +277,50 @@ def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: in
     return results
 
 
+KINDS = {  # profiler op name (prefix) -> what it is, for `profile`
+    "aten::mm": "matrix products", "aten::addmm": "matrix products", "aten::bmm": "matrix products",
+    "aten::_scaled_dot_product_flash_attention": "attention (fused kernel)",
+    "aten::_fused_adamw_": "optimizer", "aten::addcdiv_": "optimizer", "aten::addcmul_": "optimizer",
+    "aten::sqrt": "optimizer", "aten::lerp_": "optimizer",
+    "aten::_log_softmax": "softmax / cross-entropy", "aten::exp": "softmax / cross-entropy",
+}
+
+
+def profile(shape: ModelConfig, batch_size: int, name: str, steps: int = 5) -> dict[str, float]:
+    """Time per step by kind of operation (torch.profiler's self time on the calling thread, which
+    for an operation run on several intra-op threads is its elapsed time), over `steps` steps of
+    one contender after two warm-up steps. Kernels that torch.compile generated count as one kind."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    c = build(shape, names=(name,))[name]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
+    y = torch.randint(shape.vocab_size, (batch_size, shape.context_length), generator=g)
+    for _ in range(2):
+        train_step(c, x, y)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step(c, x, y)
+    kinds: dict[str, float] = {}
+    for event in prof.key_averages():
+        if "CompiledFxGraph" in event.key:
+            kind = "compiled (fused) kernels"
+        elif event.key.startswith("aten::"):
+            kind = next((k for prefix, k in KINDS.items() if event.key.startswith(prefix)), "other operations")
+        else:
+            continue  # autograd and Python frames: their self time is bookkeeping
+        kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e3 / steps
+    total = sum(kinds.values())
+    print(f"\n{name}, ms per step by kind of operation ({steps} steps, {torch.get_num_threads()} threads):")
+    for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<26} {ms:>8.1f}  {ms / total:>6.1%}")
+    others = sorted((e for e in prof.key_averages() if e.key.startswith("aten::")
+                     and not any(e.key.startswith(prefix) for prefix in KINDS)), key=lambda e: -e.self_cpu_time_total)
+    print("  largest other operations (ms): " + ", ".join(f"{e.key[6:]} {e.self_cpu_time_total / 1e3 / steps:.1f}" for e in others[:8]))
+    return kinds
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=["reference", "small"])
@@ -284,6 +329,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, help="steps timed per contender per round (default: about one second)")
+    p.add_argument("--profile", nargs="*", choices=CONTENDERS, metavar="CONTENDER",
+                   help="instead of timing, profile these contenders' steps by kind of operation")
     a = p.parse_args(argv)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
@@ -291,6 +338,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict[str, float]]
     try:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, {cpu_name()}")
         for name in a.config:
+            if a.profile:
+                results[name] = {c: profile(CONFIGS[name], a.batch_size or BATCH_SIZES[name], c) for c in a.profile}
+                continue
             results[name] = bench(name, CONFIGS[name], a.batch_size or BATCH_SIZES[name], a.rounds, a.steps, tuple(a.contenders))
     finally:
         torch.set_num_threads(threads_before)  # main() is also called from the tests

@@ -511,6 +511,8 @@ def test_builtin_benchmark_model_computes_the_same_function_as_ours():
                                "ours-ref", "ours-fused", "builtin"])  # asserts equal logits
     assert set(results["tiny"]) == {"ours-ref", "ours-fused", "builtin", "ceiling"} and results["tiny"]["builtin"]["vs_builtin"] == 1.0
     assert all(0 < r["mfu"] < 1 for r in results["tiny"].values())
+    kinds = train_step.main(["--config", "tiny", "--profile", "ours-fused"])["tiny"]["ours-fused"]
+    assert kinds["matrix products"] > 0 and kinds["optimizer"] > 0  # the fused AdamW kernel is seen
 
 
 def test_gpu_benchmark_dry_run_executes_on_cpu():
