@@ -450,3 +450,12 @@ def test_live_run_reruns_a_committed_point_with_overrides(tmp_path):
     assert (tmp_path / "tinystories_cpu" / "train.npy").is_file()  # made once, beside the runs
     with pytest.raises(CS336Error, match="has no point 'lr=7'"):
         live_run("lr_cpu", tmp_path, point="lr=7")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "sweeps").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_committed_sweep_file_loads_with_valid_points(path):
+    """A sweep file names its points' configs by overrides; a typo in a key or a bad value would
+    only show when that point's turn comes, hours into a sweep."""
+    sweep = load_sweep(path)
+    sweeps.check_points(sweep)
+    assert sweep.points and len({p.name for p in sweep.points}) == len(sweep.points)
