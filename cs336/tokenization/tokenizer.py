@@ -59,8 +59,9 @@ class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
     Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
-    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids); a full cache is emptied,
-    so memory stays flat on any input.
+    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids; the last beyond the tokens
+    it starts with, see `_whole_tokens`); when one is full all three start again, so memory stays
+    flat on any input.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Tokenizer:
             # setdefault: a repeated merge can never fire a second time
             self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
         self._pair_ranks = PairRanks(self._merges, self._byte_ids, max(self.vocab) + 1)
+        self._whole = self._whole_tokens()
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
@@ -123,10 +125,28 @@ class Tokenizer:
         """Write GPT-2-format files; `from_files` reads them back to an equal tokenizer."""
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
+    def _whole_tokens(self) -> dict[str, tuple[int]]:
+        """`{text: (id,)}` for each token longer than a byte whose bytes merge into that one token.
+
+        That is nearly every token (GPT-2: all but 1 of 50,001), and they are most of the new
+        pre-tokens of a text, so the pre-token cache starts with them: such a pre-token costs no
+        merging (tiktoken, too, looks a pre-token up in the vocab before merging it). The tokens
+        whose bytes merge into something else are left to the merges.
+        """
+        longer = [t for t in self._id_of if len(t) > 1]
+        whole = {}
+        for token, ids in zip(longer, merge_many(longer, self._pair_ranks)):
+            if ids == [self._id_of[token]]:
+                try:
+                    whole[token.decode("utf-8")] = (ids[0],)
+                except UnicodeDecodeError:  # part of a character: never a whole pre-token
+                    pass
+        return whole
+
     def _new_caches(self) -> None:
         # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
         # stops tracking a tuple of ints, so a large cache costs it nothing.
-        self._pretoken_cache: dict[str, tuple[int, ...]] = {}
+        self._pretoken_cache: dict[str, tuple[int, ...]] = dict(self._whole)
         self._piece_cache: dict[str, tuple[int, ...]] = {}
         self._spaced_cache: dict[str, tuple[int, ...]] = {}  # part -> ids of " " + part
 
@@ -205,9 +225,8 @@ class Tokenizer:
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
         """
-        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
-            if len(cache) > self.cache_size:
-                cache.clear()
+        if max(len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache) - len(self._whole)) > self.cache_size:
+            self._new_caches()
         ids: list[int] = []  # the ids, up to the first segment that waits
         later: list = []  # then, in order: each segment's ids (a list) or, if it waits, its pieces (a tuple)
         pieces: set[str] = set()  # the pieces of the waiting segments
