@@ -24,6 +24,7 @@ all their new pre-tokens are merged in one `merge.merge_many` call instead of on
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -179,7 +180,7 @@ class Tokenizer:
         merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
         entries too long to keep, for `encode` to drop once it has used them."""
         texts = pieces + [" " + p for p in parts]
-        pretokens = list(map(tuple, map(pretokenize_piece, texts)))  # tuples: see `encode`
+        pretokens = list(map(pretokenize_piece, texts))
         new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
@@ -225,6 +226,18 @@ class Tokenizer:
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
         """
+        # encode makes no reference cycles, only many containers that stay alive (the waiting
+        # segments, the new cache entries); the garbage collector's passes over them, which they
+        # set off, took a tenth of a fresh encode. So it pauses until the ids are made.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._encode(text)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _encode(self, text: str) -> list[int]:
         if max(len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache) - len(self._whole)) > self.cache_size:
             self._new_caches()
         ids: list[int] = []  # the ids, up to the first segment that waits
@@ -248,9 +261,7 @@ class Tokenizer:
                             parts.update(islice(got, 1, None))
                         else:
                             pieces.add(got)
-                    # Kept as tuples, which the garbage collector stops tracking: as lists, its
-                    # passes over all the waiting text took a tenth of a fresh encode.
-                    out = tuple((split, tuple(got) if split else got) for split, got in stretches)
+                    out = stretches
             if out is not ids:
                 later.append(out)
         if later:
