@@ -501,3 +501,14 @@ def test_an_interrupted_encode_leaves_the_caches_usable(fresh, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             fresh.encode(text)
     assert fresh.encode(text) == expected
+
+
+def test_a_token_that_does_not_merge_into_itself_is_merged_not_looked_up():
+    """The pre-token cache starts with the tokens whose bytes merge into themselves; "abc" here
+    merges into a + bc, so it must not be among them, alone or among many new pre-tokens."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"bc", 257: b"ab", 258: b"abc"}
+    tok = Tokenizer(vocab, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
+    assert "abc" not in tok._whole and tok._whole["ab"] == (257,)
+    text = " ".join(["abc", "ab", "bc"] + [f"abc{i}x abc" for i in range(300)])
+    assert tok.encode(text) == tok._encode_plain(text)
+    assert tok.encode("abc") == [97, 256]
