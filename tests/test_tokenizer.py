@@ -252,7 +252,8 @@ def test_pickled_tokenizer_encodes_the_same(gpt2):
     text = "Pickled tokenizers go to worker processes.\n"
     gpt2.encode(text)
     clone = pickle.loads(pickle.dumps(gpt2))
-    assert len(clone._piece_cache) == len(clone._pretoken_cache) - len(clone._whole) == 0  # the caches stay behind
+    sizes = len(clone._spaced_cache), len(clone._piece_cache), len(clone._pretoken_cache)
+    assert sizes == clone._prefilled  # the caches stay behind: only the tokens they start with
     assert clone.encode(text) == gpt2.encode(text)
 
 
@@ -326,7 +327,8 @@ def test_pretoken_cache_stays_bounded():
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], cache_size=50)
     for i in range(1000):
         tok.encode(f" w{i}")
-        assert len(tok._piece_cache) <= 52 and len(tok._pretoken_cache) <= 52 and len(tok._spaced_cache) <= 52
+        sizes = len(tok._spaced_cache), len(tok._piece_cache), len(tok._pretoken_cache)
+        assert all(size - start <= 52 for size, start in zip(sizes, tok._prefilled))
 
 
 def test_long_pieces_are_encoded_but_not_cached(gpt2, tiktoken_gpt2):
@@ -512,3 +514,14 @@ def test_a_token_that_does_not_merge_into_itself_is_merged_not_looked_up():
     text = " ".join(["abc", "ab", "bc"] + [f"abc{i}x abc" for i in range(300)])
     assert tok.encode(text) == tok._encode_plain(text)
     assert tok.encode("abc") == [97, 256]
+
+
+def test_a_token_spanning_pretokens_is_not_a_cached_piece():
+    """"a.b" merges into itself but is three pre-tokens, so the piece "a.b" must not start in the
+    caches: merges never cross pre-token boundaries."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"a.", 257: b"a.b"}
+    tok = Tokenizer(vocab, [(b"a", b"."), (b"a.", b"b")])
+    assert "a.b" not in tok._whole and "a.b" not in tok._piece_cache
+    for text in ["a.b", " a.b a.b", "a.b " * 200]:
+        assert tok.encode(text) == tok._encode_plain(text)
+    assert tok.encode("a.b") == [97, 46, 98]

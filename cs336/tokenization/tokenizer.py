@@ -60,9 +60,9 @@ class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
     Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
-    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids; the last beyond the tokens
-    it starts with, see `_whole_tokens`); when one is full all three start again, so memory stays
-    flat on any input.
+    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids), beyond the tokens they
+    start with (see `_whole_tokens`); when one is full all three start again, so memory stays flat
+    on any input.
     """
 
     def __init__(
@@ -127,29 +127,35 @@ class Tokenizer:
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
     def _whole_tokens(self) -> dict[str, tuple[int]]:
-        """`{text: (id,)}` for each token longer than a byte whose bytes merge into that one token.
+        """`{text: (id,)}` for each token that is one pre-token and whose bytes merge into it.
 
-        That is nearly every token (GPT-2: all but 1 of 50,001), and they are most of the new
-        pre-tokens of a text, so the pre-token cache starts with them: such a pre-token costs no
-        merging (tiktoken, too, looks a pre-token up in the vocab before merging it). The tokens
-        whose bytes merge into something else are left to the merges.
+        That is nearly every token (GPT-2: all but 1 of 50,257), and such tokens are most of the
+        pieces and new pre-tokens of a text (" the", " cat"), so the caches start with them: they
+        cost a fresh tokenizer no work (tiktoken, too, looks a pre-token up in the vocab before
+        merging it). The tokens whose bytes merge into something else are left to the merges.
         """
-        longer = [t for t in self._id_of if len(t) > 1]
+        tokens = [t for t in self._id_of if t]
         whole = {}
-        for token, ids in zip(longer, merge_many(longer, self._pair_ranks)):
-            if ids == [self._id_of[token]]:
-                try:
-                    whole[token.decode("utf-8")] = (ids[0],)
-                except UnicodeDecodeError:  # part of a character: never a whole pre-token
-                    pass
+        for token, ids in zip(tokens, merge_many(tokens, self._pair_ranks)):
+            try:
+                text = token.decode("utf-8")
+            except UnicodeDecodeError:  # part of a character: never a whole pre-token
+                continue
+            if ids == [self._id_of[token]] and GPT2_REGEX.findall(text) == [text]:
+                whole[text] = (ids[0],)
         return whole
 
     def _new_caches(self) -> None:
         # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
-        # stops tracking a tuple of ints, so a large cache costs it nothing.
+        # stops tracking a tuple of ints, so a large cache costs it nothing. A token that is one
+        # pre-token is also a piece that pre-tokenizes to itself; led by a space, it is a spaced
+        # piece.
         self._pretoken_cache: dict[str, tuple[int, ...]] = dict(self._whole)
-        self._piece_cache: dict[str, tuple[int, ...]] = {}
-        self._spaced_cache: dict[str, tuple[int, ...]] = {}  # part -> ids of " " + part
+        self._piece_cache: dict[str, tuple[int, ...]] = {t: ids for t, ids in self._whole.items() if t[0] != " "}
+        self._spaced_cache: dict[str, tuple[int, ...]] = {  # part -> ids of " " + part
+            t[1:]: ids for t, ids in self._whole.items() if t[0] == " "
+        }
+        self._prefilled = (len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache))
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
@@ -238,7 +244,8 @@ class Tokenizer:
                 gc.enable()
 
     def _encode(self, text: str) -> list[int]:
-        if max(len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache) - len(self._whole)) > self.cache_size:
+        sizes = len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache)
+        if max(size - start for size, start in zip(sizes, self._prefilled)) > self.cache_size:
             self._new_caches()
         ids: list[int] = []  # the ids, up to the first segment that waits
         later: list = []  # then, in order: each segment's ids (a list) or, if it waits, its pieces (a tuple)
