@@ -40,7 +40,7 @@ from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
     is_safe_split,
-    pretokenize_piece,
+    pretokenize_pieces,
     space_pieces,
     split_on_special_tokens,
 )
@@ -185,8 +185,7 @@ class Tokenizer:
         """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
         merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
         entries too long to keep, for `encode` to drop once it has used them."""
-        texts = pieces + [" " + p for p in parts]
-        pretokens = list(map(pretokenize_piece, texts))
+        pretokens = pretokenize_pieces(pieces + list(map(" ".__add__, parts)))
         new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
