@@ -129,7 +129,7 @@ class Tokenizer:
     def _whole_tokens(self) -> dict[str, tuple[int]]:
         """`{text: (id,)}` for each token that is one pre-token and whose bytes merge into it.
 
-        That is nearly every token (GPT-2: all but 1 of 50,257), and such tokens are most of the
+        That is nearly every token (GPT-2: 49,912 of 50,257), and such tokens are most of the
         pieces and new pre-tokens of a text (" the", " cat"), so the caches start with them: they
         cost a fresh tokenizer no work (tiktoken, too, looks a pre-token up in the vocab before
         merging it). The tokens whose bytes merge into something else are left to the merges.
