@@ -524,3 +524,20 @@ def test_a_token_spanning_pretokens_is_not_a_cached_piece():
     for text in ["a.b", " a.b a.b", "a.b " * 200]:
         assert tok.encode(text) == tok._encode_plain(text)
     assert tok.encode("a.b") == [97, 46, 98]
+
+
+def test_edge_cases_encode_the_same_with_and_without_the_prefilled_tokens(gpt2, tiktoken_gpt2):
+    """Each edge case, alone and all together, on a tokenizer whose caches start with the whole
+    tokens and on one whose caches start empty (every pre-token merged), fresh and then warm."""
+    def copy(prefilled: bool) -> Tokenizer:
+        tok = pickle.loads(pickle.dumps(gpt2))
+        if not prefilled:
+            tok._whole = {}
+            tok._new_caches()
+        return tok
+
+    whole = "".join(EDGE_CASES) + "".join(fuzz_texts(200, seed=19))
+    for prefilled in (True, False):
+        together = copy(prefilled)
+        for text, tok in [*((case, copy(prefilled)) for case in EDGE_CASES), (whole, together), (whole, together)]:
+            assert tok.encode(text) == tiktoken_gpt2.encode(text, allowed_special={EOT}), (prefilled, repr(text[:80]))
