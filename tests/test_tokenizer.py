@@ -16,7 +16,7 @@ from cs336.errors import CS336Error
 from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
 from cs336.tokenization.merge import merge_fast, merge_heap, merge_plain
-from cs336.tokenization.pretokenize import pretokenize_piece
+from cs336.tokenization.pretokenize import pretokenize_pieces
 
 from conftest import FIXTURES, TINYSTORIES
 
@@ -252,7 +252,8 @@ def test_pickled_tokenizer_encodes_the_same(gpt2):
     text = "Pickled tokenizers go to worker processes.\n"
     gpt2.encode(text)
     clone = pickle.loads(pickle.dumps(gpt2))
-    assert len(clone._piece_cache) == len(clone._pretoken_cache) == 0  # the caches stay behind
+    sizes = len(clone._spaced_cache), len(clone._piece_cache), len(clone._pretoken_cache)
+    assert sizes == clone._prefilled  # the caches stay behind: only the tokens they start with
     assert clone.encode(text) == gpt2.encode(text)
 
 
@@ -326,7 +327,8 @@ def test_pretoken_cache_stays_bounded():
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [], cache_size=50)
     for i in range(1000):
         tok.encode(f" w{i}")
-        assert len(tok._piece_cache) <= 52 and len(tok._pretoken_cache) <= 52 and len(tok._spaced_cache) <= 52
+        sizes = len(tok._spaced_cache), len(tok._piece_cache), len(tok._pretoken_cache)
+        assert all(size - start <= 52 for size, start in zip(sizes, tok._prefilled))
 
 
 def test_long_pieces_are_encoded_but_not_cached(gpt2, tiktoken_gpt2):
@@ -347,13 +349,12 @@ def test_encode_equals_the_plain_reference(gpt2):
         assert gpt2.encode(text) == gpt2._encode_plain(text), repr(text[:80])
 
 
-def test_pretokenize_piece_equals_the_gpt2_regex():
+def test_pretokenize_pieces_equals_the_gpt2_regex():
     rng = random.Random(9)
     ascii_pieces = [p for p in PIECES if p.isascii()] + [chr(c) for c in range(0x80)]
     texts = ["".join(rng.choice(ascii_pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
     texts += fuzz_texts(300, seed=10) + ["\x1c\x1d \x1e\x1f", "a\n\n\nb", "a \n\tb\n", "x'LL'll 's"]
-    for text in texts:
-        assert pretokenize_piece(text) == GPT2_REGEX.findall(text), repr(text)
+    assert pretokenize_pieces(texts) == list(map(GPT2_REGEX.findall, texts))
 
 
 def space_piece_texts(n: int, seed: int) -> list[str]:
@@ -501,3 +502,42 @@ def test_an_interrupted_encode_leaves_the_caches_usable(fresh, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             fresh.encode(text)
     assert fresh.encode(text) == expected
+
+
+def test_a_token_that_does_not_merge_into_itself_is_merged_not_looked_up():
+    """The pre-token cache starts with the tokens whose bytes merge into themselves; "abc" here
+    merges into a + bc, so it must not be among them, alone or among many new pre-tokens."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"bc", 257: b"ab", 258: b"abc"}
+    tok = Tokenizer(vocab, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
+    assert "abc" not in tok._whole and tok._whole["ab"] == (257,)
+    text = " ".join(["abc", "ab", "bc"] + [f"abc{i}x abc" for i in range(300)])
+    assert tok.encode(text) == tok._encode_plain(text)
+    assert tok.encode("abc") == [97, 256]
+
+
+def test_a_token_spanning_pretokens_is_not_a_cached_piece():
+    """"a.b" merges into itself but is three pre-tokens, so the piece "a.b" must not start in the
+    caches: merges never cross pre-token boundaries."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"a.", 257: b"a.b"}
+    tok = Tokenizer(vocab, [(b"a", b"."), (b"a.", b"b")])
+    assert "a.b" not in tok._whole and "a.b" not in tok._piece_cache
+    for text in ["a.b", " a.b a.b", "a.b " * 200]:
+        assert tok.encode(text) == tok._encode_plain(text)
+    assert tok.encode("a.b") == [97, 46, 98]
+
+
+def test_edge_cases_encode_the_same_with_and_without_the_prefilled_tokens(gpt2, tiktoken_gpt2):
+    """Each edge case, alone and all together, on a tokenizer whose caches start with the whole
+    tokens and on one whose caches start empty (every pre-token merged), fresh and then warm."""
+    def copy(prefilled: bool) -> Tokenizer:
+        tok = pickle.loads(pickle.dumps(gpt2))
+        if not prefilled:
+            tok._whole = {}
+            tok._new_caches()
+        return tok
+
+    whole = "".join(EDGE_CASES) + "".join(fuzz_texts(200, seed=19))
+    for prefilled in (True, False):
+        together = copy(prefilled)
+        for text, tok in [*((case, copy(prefilled)) for case in EDGE_CASES), (whole, together), (whole, together)]:
+            assert tok.encode(text) == tiktoken_gpt2.encode(text, allowed_special={EOT}), (prefilled, repr(text[:80]))

@@ -24,6 +24,7 @@ all their new pre-tokens are merged in one `merge.merge_many` call instead of on
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -39,7 +40,7 @@ from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
     is_safe_split,
-    pretokenize_piece,
+    pretokenize_pieces,
     space_pieces,
     split_on_special_tokens,
 )
@@ -59,8 +60,9 @@ class Tokenizer:
     """A byte-level BPE tokenizer: `vocab` (id -> bytes), `merges` in rank order, special tokens.
 
     Special tokens missing from `vocab` are appended with new ids. `cache_size` bounds each of the
-    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids); a full cache is emptied,
-    so memory stays flat on any input.
+    three caches (piece -> ids, spaced piece -> ids, pre-token -> ids), beyond the tokens they
+    start with (see `_whole_tokens`); when one is full all three start again, so memory stays flat
+    on any input.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Tokenizer:
             # setdefault: a repeated merge can never fire a second time
             self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
         self._pair_ranks = PairRanks(self._merges, self._byte_ids, max(self.vocab) + 1)
+        self._whole = self._whole_tokens()
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
@@ -123,12 +126,36 @@ class Tokenizer:
         """Write GPT-2-format files; `from_files` reads them back to an equal tokenizer."""
         save_vocab_merges(self.vocab, self.merges, vocab_filepath, merges_filepath)
 
+    def _whole_tokens(self) -> dict[str, tuple[int]]:
+        """`{text: (id,)}` for each token that is one pre-token and whose bytes merge into it.
+
+        That is nearly every token (GPT-2: 49,912 of 50,257), and such tokens are most of the
+        pieces and new pre-tokens of a text (" the", " cat"), so the caches start with them: they
+        cost a fresh tokenizer no work (tiktoken, too, looks a pre-token up in the vocab before
+        merging it). The tokens whose bytes merge into something else are left to the merges.
+        """
+        tokens = [t for t in self._id_of if t]
+        whole = {}
+        for token, ids in zip(tokens, merge_many(tokens, self._pair_ranks)):
+            try:
+                text = token.decode("utf-8")
+            except UnicodeDecodeError:  # part of a character: never a whole pre-token
+                continue
+            if ids == [self._id_of[token]] and GPT2_REGEX.findall(text) == [text]:
+                whole[text] = (ids[0],)
+        return whole
+
     def _new_caches(self) -> None:
         # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
-        # stops tracking a tuple of ints, so a large cache costs it nothing.
-        self._pretoken_cache: dict[str, tuple[int, ...]] = {}
-        self._piece_cache: dict[str, tuple[int, ...]] = {}
-        self._spaced_cache: dict[str, tuple[int, ...]] = {}  # part -> ids of " " + part
+        # stops tracking a tuple of ints, so a large cache costs it nothing. A token that is one
+        # pre-token is also a piece that pre-tokenizes to itself; led by a space, it is a spaced
+        # piece.
+        self._pretoken_cache: dict[str, tuple[int, ...]] = dict(self._whole)
+        self._piece_cache: dict[str, tuple[int, ...]] = {t: ids for t, ids in self._whole.items() if t[0] != " "}
+        self._spaced_cache: dict[str, tuple[int, ...]] = {  # part -> ids of " " + part
+            t[1:]: ids for t, ids in self._whole.items() if t[0] == " "
+        }
+        self._prefilled = (len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache))
 
     def __getstate__(self):  # a pickled copy (for a worker process) gets the tables, not the caches
         state = self.__dict__.copy()
@@ -158,8 +185,7 @@ class Tokenizer:
         """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
         merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
         entries too long to keep, for `encode` to drop once it has used them."""
-        texts = pieces + [" " + p for p in parts]
-        pretokens = list(map(tuple, map(pretokenize_piece, texts)))  # tuples: see `encode`
+        pretokens = pretokenize_pieces(pieces + list(map(" ".__add__, parts)))
         new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
@@ -205,9 +231,21 @@ class Tokenizer:
         >>> Tokenizer({i: bytes([i]) for i in range(256)}, []).encode("hé")
         [104, 195, 169]
         """
-        for cache in (self._spaced_cache, self._piece_cache, self._pretoken_cache):
-            if len(cache) > self.cache_size:
-                cache.clear()
+        # encode makes no reference cycles, only many containers that stay alive (the waiting
+        # segments, the new cache entries); the garbage collector's passes over them, which they
+        # set off, took a tenth of a fresh encode. So it pauses until the ids are made.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._encode(text)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _encode(self, text: str) -> list[int]:
+        sizes = len(self._spaced_cache), len(self._piece_cache), len(self._pretoken_cache)
+        if max(size - start for size, start in zip(sizes, self._prefilled)) > self.cache_size:
+            self._new_caches()
         ids: list[int] = []  # the ids, up to the first segment that waits
         later: list = []  # then, in order: each segment's ids (a list) or, if it waits, its pieces (a tuple)
         pieces: set[str] = set()  # the pieces of the waiting segments
@@ -229,9 +267,7 @@ class Tokenizer:
                             parts.update(islice(got, 1, None))
                         else:
                             pieces.add(got)
-                    # Kept as tuples, which the garbage collector stops tracking: as lists, its
-                    # passes over all the waiting text took a tenth of a fresh encode.
-                    out = tuple((split, tuple(got) if split else got) for split, got in stretches)
+                    out = stretches
             if out is not ids:
                 later.append(out)
         if later:
