@@ -459,3 +459,28 @@ def test_every_committed_sweep_file_loads_with_valid_points(path):
     sweep = load_sweep(path)
     sweeps.check_points(sweep)
     assert sweep.points and len({p.name for p in sweep.points}) == len(sweep.points)
+
+
+def test_the_track_table_compares_each_condition_with_the_baseline_by_seed(tmp_path):
+    """Mean ± sd over seeds, and the paired t-test against the baseline on the seeds both have; a run
+    that has not ended is left out."""
+    from cs336.experiments.records import track_table
+    from cs336.experiments.stats import paired_t_test
+    from cs336.runs import write_summary
+
+    losses = {"baseline": [3.10, 3.05, 3.12], "muon": [3.00, 2.97, 3.05]}
+    for condition, values in losses.items():
+        for seed, loss in enumerate(values):
+            run = tmp_path / f"{condition}__seed={seed}"
+            run.mkdir()
+            (run / "config.json").write_text("{}")
+            write_summary(run, {"status": "finished", "val_loss": loss, "step": 100 + seed, "wall_s": 600.0,
+                                "code": {"commit": "abcdef0123"}})
+    (tmp_path / "muon__seed=3").mkdir()
+    (tmp_path / "muon__seed=3" / "config.json").write_text("{}")  # still running: no summary
+    table = track_table(tmp_path)
+    assert list(table.index) == ["baseline", "muon"] and table.loc["muon", "seeds"] == 3
+    assert table.loc["muon", "mean"] == pytest.approx(sum(losses["muon"]) / 3)
+    expected = paired_t_test(losses["baseline"], losses["muon"])
+    assert table.loc["muon", "vs baseline"] == pytest.approx(expected.mean_diff) and table.loc["muon", "p"] == pytest.approx(expected.p)
+    assert table.loc["baseline", "steps"] == 101 and table.loc["baseline", "commit"] == "abcdef0"
