@@ -484,3 +484,13 @@ def test_the_track_table_compares_each_condition_with_the_baseline_by_seed(tmp_p
     expected = paired_t_test(losses["baseline"], losses["muon"])
     assert table.loc["muon", "vs baseline"] == pytest.approx(expected.mean_diff) and table.loc["muon", "p"] == pytest.approx(expected.p)
     assert table.loc["baseline", "steps"] == 101 and table.loc["baseline", "commit"] == "abcdef0"
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p], ids=["missing folder", "no ended runs"])
+def test_the_track_table_of_nothing_is_one_error_line(tmp_path, make, capsys):
+    from cs336.experiments.records import main as records_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        records_main([str(make(tmp_path))])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from cs336.errors import CS336Error
 from cs336.experiments.stats import paired_t_test
 from cs336.runs import SUMMARY, find_runs, read_json
 
@@ -40,6 +42,8 @@ def track_table(root: str | Path, baseline: str = "baseline") -> pd.DataFrame:
     """Per condition: seeds, mean ± sd of the final validation loss, mean steps, and against
     `baseline` (paired by seed, on the seeds both have) the mean difference and its p-value."""
     runs = track_runs(root)
+    if runs.empty:
+        raise CS336Error(f"no ended runs under {root}")
     base = runs[runs["condition"] == baseline].set_index("seed")["val_loss"]
     table = []
     for condition, group in runs.groupby("condition", sort=False):
@@ -60,7 +64,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("root", help="a track sweep's results folder, e.g. results/leaderboard_track_cpu")
     p.add_argument("--baseline", default="baseline", help="the condition the others are compared with")
     a = p.parse_args(argv)
-    table = track_table(a.root, a.baseline)
+    try:
+        table = track_table(a.root, a.baseline)
+    except CS336Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     return table
 
