@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from cs336.training.optim import AdamW
+from cs336.training.optim import AdamW, closure_loss
 
 # Keller Jordan's quintic, chosen for a steep slope at 0 while 5 steps still keep every singular
 # value of G/‖G‖_F in a band around 1 (see `newton_schulz`). torch.optim.Muon's defaults.
@@ -151,10 +151,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             self.step_group(group, group["lr"])
         return loss
@@ -225,10 +222,7 @@ class MuonAdamW:
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.muon.param_groups:
             self.muon.step_group(group, group["lr"] * group["lr_scale"])
         self.adamw.step()

@@ -9,6 +9,15 @@ import torch
 from torch import nn
 
 
+def closure_loss(closure: Callable | None):
+    """The loss of an optimizer step's `closure` (the torch.optim protocol), evaluated with gradients
+    enabled inside the step's `no_grad`; None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class SGD(torch.optim.Optimizer):
     """The handout's toy SGD with a 1/√(t+1) decaying step: θ ← θ − lr/√(t+1) · ∇L."""
 
@@ -90,10 +99,7 @@ class AdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             if self.fused and lr * wd < 1:
