@@ -128,7 +128,7 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> Transfo
         device=device, norm=cfg.norm, position=cfg.position, ffn=cfg.ffn, silu_d_ff=cfg.silu_d_ff,
         qk_norm=cfg.qk_norm, logit_softcap=cfg.logit_softcap, zero_init_output=cfg.zero_init_output,
         tie_embeddings=cfg.tie_embeddings, value_residual=cfg.value_residual, residual_scalars=cfg.residual_scalars,
-        fused=cfg.fused,
+        dropout=cfg.dropout, fused=cfg.fused,
     )
 
 

@@ -164,7 +164,7 @@ def test_a_config_with_every_field_set_reloads_equal_from_its_toml(tmp_path):
         "model": {"vocab_size": 300, "context_length": 48, "d_model": 48, "num_layers": 3, "num_heads": 6, "d_ff": 96,
                   "rope_theta": 5e5, "norm": "post", "position": "nope", "ffn": "silu", "silu_d_ff": 200,
                   "qk_norm": True, "logit_softcap": 15.0, "zero_init_output": True,
-                  "tie_embeddings": True, "value_residual": True, "residual_scalars": True, "fused": True},
+                  "tie_embeddings": True, "value_residual": True, "residual_scalars": True, "dropout": 0.1, "fused": True},
         "optim": {"lr": 3e-3, "min_lr": 1e-5, "warmup_iters": 7, "cosine_iters": 900, "betas": [0.8, 0.99], "eps": 1e-9,
                   "weight_decay": 0.05, "grad_clip": 0.5, "name": "muon", "muon_lr": 0.05, "muon_momentum": 0.9,
                   "muon_weight_decay": 0.01, "muon_adjust_lr_fn": "match_rms_adamw", "ns_dtype": "float32",

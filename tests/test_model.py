@@ -433,7 +433,10 @@ def assert_fused_equals_reference(kw, nudge: bool = False):
         nudge_parameters(ref)
     fused.load_state_dict(ref.state_dict())
     ids = torch.randint(0, 53, (3, 16), generator=torch.Generator().manual_seed(2))
-    out_ref, out_fused = ref(ids), fused(ids)
+    torch.manual_seed(3)  # the same dropout masks on both paths (no draws without dropout)
+    out_ref = ref(ids)
+    torch.manual_seed(3)
+    out_fused = fused(ids)
     torch.testing.assert_close(out_fused, out_ref, atol=1e-5, rtol=1e-5)
     (out_ref.square().mean()).backward()
     (out_fused.square().mean()).backward()
@@ -547,6 +550,8 @@ SWITCHES = [
     dict(residual_scalars=True),
     dict(residual_scalars=True, norm="none", position="nope"),
     dict(value_residual=True, residual_scalars=True, ffn="relu2", num_layers=3),
+    dict(dropout=0.25),
+    dict(dropout=0.1, value_residual=True, residual_scalars=True, norm="post", num_layers=3),
 ]
 
 
@@ -606,9 +611,9 @@ def test_switch_with_kv_cache_equals_the_full_forward(kw):
     from cs336.model.kv_cache import KVCache
 
     ids = torch.randint(0, 53, (2, 12))
-    full = nudge_parameters(tiny_lm(**kw))
+    full = nudge_parameters(tiny_lm(**kw)).eval()  # a cache serves generation: no dropout
     for fused in (False, True):
-        lm = tiny_lm(fused=fused, **kw)
+        lm = tiny_lm(fused=fused, **kw).eval()
         lm.load_state_dict(full.state_dict())
         cache = KVCache(lm.num_layers)
         steps = torch.cat([lm(ids[:, a:b], kv_cache=cache) for a, b in ((0, 7), (7, 8), (8, 12))], dim=1)
@@ -760,3 +765,31 @@ def test_training_with_value_residual_and_residual_scalars_lowers_the_loss_and_m
     assert losses[-1] < 0.5 * losses[0]
     assert all(layer.attn.value_mix.item() != 0.5 for layer in lm.layers[1:])
     assert all(layer.stream_mix[1].item() != 0.0 and layer.branch_gains[0].item() != 1.0 for layer in lm.layers)
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest_as_torch_does():
+    """The same values as torch.nn.functional.dropout (0 or x/(1 − p)) in the same proportions."""
+    from cs336.model.functional import dropout
+
+    x = torch.full((200_000,), 2.0)
+    torch.manual_seed(0)
+    ours, theirs = dropout(x, 0.3), torch.nn.functional.dropout(x, 0.3)
+    torch.testing.assert_close(ours.unique(), theirs.unique())
+    torch.testing.assert_close(ours.unique(), torch.tensor([0.0, 2 / 0.7]))
+    assert abs((ours == 0).float().mean().item() - 0.3) < 0.005 and abs(ours.mean().item() - 2.0) < 0.02
+    assert dropout(x, 0.0) is x and dropout(x, 0.3, training=False) is x
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_dropout_is_off_in_eval_mode_and_on_in_training(fused):
+    ids = torch.randint(0, 53, (2, 16))
+    lm, ref = tiny_lm(dropout=0.2, fused=fused), tiny_lm(fused=fused)
+    lm.eval()
+    assert torch.equal(lm(ids), ref(ids))  # evaluation and generation see the whole model
+    lm.train()
+    torch.manual_seed(1)
+    a = lm(ids)
+    torch.manual_seed(1)
+    assert torch.equal(lm(ids), a) and not torch.allclose(a, ref(ids), atol=1e-3)  # seeded masks, not the plain model
+    with pytest.raises(CS336Error, match="dropout=1"):
+        tiny_lm(dropout=1)

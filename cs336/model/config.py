@@ -58,6 +58,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # the LM head is the token embedding matrix: counted once
     value_residual: bool = False  # layers after the first mix in the first layer's values (a scalar each)
     residual_scalars: bool = False  # per block: the stream mixed with the embeddings, a gain per branch (4 scalars)
+    dropout: float = 0.0  # training only: entries of the embeddings and of each branch's output zeroed with this probability
     fused: bool = False  # PyTorch's fused kernels (same numbers, faster)
 
     @property
@@ -83,6 +84,7 @@ class ModelConfig:
             (self.position != "rope" or self.rope_theta > 0, f"model.rope_theta={self.rope_theta} must be positive"),
             (self.logit_softcap is None or self.logit_softcap > 0,
              f"model.logit_softcap={self.logit_softcap} must be positive (or none)"),
+            (0 <= self.dropout < 1, f"model.dropout={self.dropout} must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -1,4 +1,5 @@
-"""Stateless building blocks of the Transformer: softmax, SiLU, ReLU², logit soft-capping, attention.
+"""Stateless building blocks of the Transformer: softmax, SiLU, ReLU², logit soft-capping, dropout,
+attention.
 
 The reference versions are written with plain tensor ops (no `torch.nn.functional`), as the
 handout asks; each layer that uses them can opt into PyTorch's fused kernels instead
@@ -49,6 +50,20 @@ def softcap(x: Tensor, cap: float) -> Tensor:
     tensor([ 0., 30.])
     """
     return cap * (2 * torch.sigmoid(x * (2 / cap)) - 1)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Inverted dropout: each entry zeroed with probability `p`, the rest scaled by 1/(1 − p), so the
+    expected value is unchanged; the identity when `p` is 0 or outside training. It draws its mask
+    from torch's global generator, the same draws in the reference and the fused path.
+
+    >>> dropout(torch.ones(4), 0.5, training=False)
+    tensor([1., 1., 1., 1.])
+    """
+    if p == 0 or not training:
+        return x
+    keep = torch.empty_like(x).bernoulli_(1 - p)
+    return x * keep * (1 / (1 - p))
 
 
 def scaled_dot_product_attention(

@@ -20,6 +20,9 @@ head. The ablations of the write-up are keyword-only switches that default to it
   shortcut"), and each branch enters the stream times a gain (`layers.{i}.branch_gains` =
   (g_attn, g_ffn), from (1, 1)): at initialisation the model without the switch, reparametrised
   (in the first block x is x0, so its mix only scales the embeddings);
+- `dropout`: p > 0 zeroes entries of the token embeddings and of each branch's output before it
+  enters the stream with probability p in training (GPT-2's embedding and residual dropout), a
+  regulariser for data seen many times; none at evaluation (`model.eval()`);
 - `fused`: PyTorch's fused kernels in place of the reference ops (same numbers, faster).
 
 The same arguments, as data, are a `cs336.model.config.ModelConfig`: what a config file's `[model]`
@@ -34,7 +37,7 @@ from torch import Tensor, nn
 
 from cs336.errors import CS336Error
 from cs336.model.config import FFN, FFNS, NORMS, POSITIONS, Norm, Position, check_choice
-from cs336.model.functional import softcap
+from cs336.model.functional import dropout as drop, softcap
 from cs336.model.kv_cache import KVCache, LayerKVCache
 from cs336.model.layers import Embedding, Linear, MultiHeadSelfAttention, ReLU2FFN, RMSNorm, SiLUFFN, SwiGLU
 
@@ -64,10 +67,12 @@ class TransformerBlock(nn.Module):
         value_residual: bool = False,
         residual_scalars: bool = False,
         zero_init_output: bool = False,
+        dropout: float = 0.0,
         fused: bool = False,
     ):
         super().__init__()
         check_choice("norm", norm, NORMS)
+        self.dropout = dropout
         check_choice("position", position, POSITIONS)
         check_choice("ffn", ffn, FFNS)
         self.norm = norm
@@ -122,8 +127,9 @@ class TransformerBlock(nn.Module):
         return (z, values) if return_values else z
 
     def scaled(self, branch: int, out: Tensor) -> Tensor:
-        """A branch's output (0: attention, 1: FFN) as it enters the stream: times its gain with
-        `residual_scalars`, untouched without."""
+        """A branch's output (0: attention, 1: FFN) as it enters the stream: after `dropout` (in
+        training), times its gain with `residual_scalars`."""
+        out = drop(out, self.dropout, self.training)
         return self.branch_gains[branch] * out if self.residual_scalars else out
 
 
@@ -153,11 +159,15 @@ class TransformerLM(nn.Module):
         tie_embeddings: bool = False,
         value_residual: bool = False,
         residual_scalars: bool = False,
+        dropout: float = 0.0,
         fused: bool = False,
     ):
         super().__init__()
         if logit_softcap is not None and not logit_softcap > 0:
             raise CS336Error(f"logit_softcap={logit_softcap} must be positive (or None)")
+        if not 0 <= dropout < 1:
+            raise CS336Error(f"dropout={dropout} must be in [0, 1)")
+        self.dropout = dropout
         self.logit_softcap, self.zero_init_output = logit_softcap, zero_init_output
         self.vocab_size, self.context_length = vocab_size, context_length
         self.d_model, self.num_layers, self.num_heads, self.d_ff = d_model, num_layers, num_heads, d_ff
@@ -170,7 +180,7 @@ class TransformerLM(nn.Module):
                 d_model, num_heads, d_ff, context_length, rope_theta, device, dtype,
                 norm=norm, position=position, ffn=ffn, silu_d_ff=silu_d_ff, qk_norm=qk_norm,
                 value_residual=value_residual and i > 0, residual_scalars=residual_scalars,
-                zero_init_output=zero_init_output, fused=fused,
+                zero_init_output=zero_init_output, dropout=dropout, fused=fused,
             )
             for i in range(num_layers)
         )
@@ -199,7 +209,7 @@ class TransformerLM(nn.Module):
         seq = token_ids.shape[-1] + (0 if kv_cache is None else len(kv_cache))
         if seq > self.context_length:
             raise CS336Error(f"sequence length {seq} exceeds context_length {self.context_length}")
-        x = x0 = self.token_embeddings(token_ids)
+        x = x0 = drop(self.token_embeddings(token_ids), self.dropout, self.training)
         first_values = None  # the first layer's values of these tokens (the cached ones are mixed already)
         for i, layer in enumerate(self.layers):
             x, values = layer(
