@@ -18,6 +18,7 @@ from cs336.experiments.cpu import committed_config, live_run
 from cs336.experiments.plots import FIGURES, make_figures
 from cs336.experiments.runs import flatten, load_runs, summarize_runs, swept_keys
 from cs336.experiments.sweeps import expand, load_sweep, run_sweep
+from cs336.runs import write_summary
 from cs336.training.runlog import read_log
 
 
@@ -361,7 +362,13 @@ def synthetic_results(root: Path) -> None:
     for name, lr, model in [("base_lr=0.01", 1e-2, {}), ("base_lr=0.001", 1e-3, {}), ("nonorm_lr=0.01", 1e-2, {"norm": "none"}), ("nonorm_lr=0.001", 1e-3, {"norm": "none"}),
                             ("post", 1e-2, {"norm": "post"}), ("nope", 1e-2, {"position": "nope"}), ("silu", 1e-2, {"ffn": "silu"})]:
         write_run(root / "ablations_cpu" / name, cfg(lr, **model), [5, 4, 3.5], status="diverged" if name == "nonorm_lr=0.01" else "finished")
-    write_run(root / "leaderboard_cpu" / "run", cfg(3e-3), [5, 4, 3, 2.9])
+    for sweep, seeds in (("leaderboard_track_cpu", (0, 1, 2)), ("leaderboard_screen_cpu", (0,))):
+        for condition, shift in (("baseline", 0.0), ("muon", -0.1), ("softcap", 0.02)):
+            for seed in seeds:
+                run = root / sweep / f"{condition}__seed={seed}"
+                write_run(run, {**cfg(3e-3), "seed": seed}, [5, 4, 3 + shift + seed / 100, 2.9 + shift + seed / 100], status=None)
+                write_summary(run, {"status": "finished", "val_loss": 3.0 + shift + seed / 100, "step": 4, "wall_s": 2.0,
+                                    "code": {"commit": "abcdef0123"}})
     for lr, losses, status in [(1e-2, [6, 5, 4.5, 4.4], "finished"), (1e-1, [6, 9, float("nan"), float("nan")], "diverged")]:
         write_run(root / "owt_cpu" / f"lr={lr:g}", cfg(lr), losses, status=status)
     (root / "lr_cpu" / "sweep.json").write_text(json.dumps({"name": "lr_cpu", "scale": "cpu", "base": "tinystories_cpu.toml", "hardware": "test cpu"}))
@@ -494,3 +501,17 @@ def test_the_track_table_of_nothing_is_one_error_line(tmp_path, make, capsys):
         records_main([str(make(tmp_path))])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_the_cpu_record_config_is_the_track_point_it_was_measured_as():
+    """configs/leaderboard_cpu.toml is the track's "record" point: editing one without the other
+    would make the record table describe a config nobody measured."""
+    from cs336.experiments.sweeps import point_config
+    from cs336.paths import CONFIGS_DIR
+    from cs336.training.config import load_config
+
+    sweep = load_sweep(CONFIGS_DIR / "sweeps" / "leaderboard_track_cpu.toml")
+    point = next(p for p in sweep.points if p.name == "record__seed=0")
+    measured = point_config(sweep.base, sweep.overrides(point)).to_dict()
+    record = load_config(CONFIGS_DIR / "leaderboard_cpu.toml").to_dict()
+    assert {k: v for k, v in measured.items() if k != "run_dir"} == {k: v for k, v in record.items() if k != "run_dir"}

@@ -238,21 +238,60 @@ def figure_ablations(root: str | Path):
     return fig
 
 
-def figure_leaderboard(root: str | Path):
-    """The wall-clock-budget run: validation loss against minutes, with the final value."""
-    runs, summary, info = _load(Path(root))
+def figure_leaderboard_track(track: str | Path, screen: str | Path):
+    """The CPU leaderboard track: each idea's one-seed screen (its difference from the baseline), the
+    three-seed comparisons (every seed, mean ± sd, p against the baseline), and the validation
+    curves of the baseline and the record against wall-clock."""
+    from cs336.experiments.records import track_table  # records imports nothing of plots
+
+    runs, summary, info = _load(Path(track))
+    screened = track_table(screen).drop(index="baseline")["vs baseline"].sort_values()
+    table = track_table(track)
+    seeds = runs.drop_duplicates("run").assign(condition=lambda d: d["run"].str.partition("__seed=")[0])
+    finals = summary.assign(condition=summary["run"].str.partition("__seed=")[0])
     with style():
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        r = runs.assign(minutes=runs["wall_s"] / 60)
-        low = float(summary["best_val_loss"].min())
-        cap = low + 2.5  # the untrained loss can be far higher (a tied head's large initial logits)
-        plot_curves(ax, r, x="minutes", label=lambda g: f"{g['run'].iloc[0]}: final {summarize_runs(g).iloc[0]['final_val_loss']:.3f}", cap=cap)
-        ax.set_ylim(low - 0.2, cap + 0.1)
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [1, 1, 1.2]})
+        ax = axes[0]
+        ax.barh(screened.index, screened.values, color=["C2" if v < 0 else "C3" for v in screened.values])
+        for i, v in enumerate(screened.values):  # each value beside the zero line, on the side away from its bar
+            ax.annotate(f"{v:+.3f}", (0, i), textcoords="offset points", xytext=(-3 if v >= 0 else 3, -3), fontsize=7,
+                        ha="right" if v >= 0 else "left")
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel("validation loss − baseline's (nats/token)")
+        ax.set_title("screen: one seed, one core, two runs at a time")
+        ax = axes[1]
+        order = table.sort_values("mean").index
+        base = table.loc["baseline", "mean"]
+        for i, condition in enumerate(order):
+            f = finals[finals["condition"] == condition]["final_val_loss"]
+            row = table.loc[condition]
+            color = "0.4" if condition == "baseline" else ("C2" if row["mean"] < base else "C3")
+            ax.plot(f, [i] * len(f), "o", color=color, alpha=0.5, markersize=4)
+            ax.errorbar([row["mean"]], [i], xerr=[row["sd"]], fmt="D", color=color, capsize=3)
+            if condition != "baseline" and pd.notna(row.get("p")):
+                ax.annotate(f"{row['vs baseline']:+.3f}, p={row['p']:.2g}", (row["mean"] + row["sd"], i),
+                            textcoords="offset points", xytext=(4, -3), fontsize=7)
+        ax.axvline(base, color="0.4", lw=0.8, ls="--")
+        ax.set_yticks(range(len(order)), list(order))
+        ax.invert_yaxis()
+        ax.set_xlabel("final validation loss (every window; dots: seeds, ◆: mean ± sd)")
+        ax.set_title(f"the track: both cores, {len(set(seeds['seed']))} seeds each")
+        ax = axes[2]
+        shown = [c for c in ("baseline", *[c for c in order if c != "baseline"][:1]) if c in set(seeds["condition"])]
+        r = runs[runs["run"].str.partition("__seed=")[0].isin(shown)]
+        colors = {run: f"C{0 if run.startswith('baseline') else 2}" for run in r["run"].unique()}
+        low = float(finals["final_val_loss"].min())
+        plot_curves(ax, r.assign(minutes=r["wall_s"] / 60), x="minutes", colors=colors, cap=low + 1.5,
+                    label=lambda g: f"{g['run'].iloc[0].partition('__seed=')[0]} ({table.loc[g['run'].iloc[0].partition('__seed=')[0], 'mean']:.3f} mean)")
+        ax.set_ylim(low - 0.1, low + 1.55)
         ax.set_xlabel("wall-clock (min)")
-        ax.set_ylabel(f"validation loss (axis cut at {cap:.2f}: the untrained loss is higher)")
+        ax.set_ylabel(f"validation loss (axis cut at {low + 1.5:.2f})")
+        ax.set_title(f"validation curves, every seed: {' and '.join(shown)}")
         ax.legend()
-        fig.suptitle(f"Lowest validation loss in a wall-clock budget ({info.get('name', Path(root).name)})")
-        footer(fig, summary, info, note="wall-clock budgets on a shared machine: results are noisy")
+        fig.suptitle(f"The CPU leaderboard track ({info.get('name', Path(track).name)}): 10 minutes, validation over every window")
+        footer(fig, summary, info, note="screen: one seed on one core beside another run, so fewer steps than the track; "
+               "it orders the ideas, the track measures them (paired t-test against the baseline over the same seeds)")
     return fig
 
 
@@ -296,8 +335,8 @@ FIGURES: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "06_lr_sweep": (figure_lr_sweep, ("lr_cpu",)),
     "06_batch_size": (figure_batch_size, ("batch_size_cpu",)),
     "08_ablations": (figure_ablations, ("ablations_cpu",)),
-    "09_leaderboard_cpu": (figure_leaderboard, ("leaderboard_cpu",)),
     "09_owt_cpu": (figure_corpora, ("owt_cpu", "lr_cpu")),
+    "10_leaderboard_cpu": (figure_leaderboard_track, ("leaderboard_track_cpu", "leaderboard_screen_cpu")),
 }
 
 

@@ -40,7 +40,8 @@ def track_runs(root: str | Path) -> pd.DataFrame:
 
 def track_table(root: str | Path, baseline: str = "baseline") -> pd.DataFrame:
     """Per condition: seeds, mean ± sd of the final validation loss, mean steps, and against
-    `baseline` (paired by seed, on the seeds both have) the mean difference and its p-value."""
+    `baseline` (paired by seed, on the seeds both have) the mean difference and, with two seeds or
+    more, its p-value (a one-seed screen gets the difference alone)."""
     runs = track_runs(root)
     if runs.empty:
         raise CS336Error(f"no ended runs under {root}")
@@ -52,9 +53,11 @@ def track_table(root: str | Path, baseline: str = "baseline") -> pd.DataFrame:
                "sd": statistics.stdev(losses) if len(losses) > 1 else float("nan"),
                "steps": round(group["steps"].mean()), "commit": ", ".join(sorted(set(group["commit"].dropna().str[:7])))}
         shared = sorted(set(losses.index) & set(base.index))
-        if condition != baseline and len(shared) >= 2:
-            test = paired_t_test([base[s] for s in shared], [losses[s] for s in shared])
-            row |= {"vs baseline": test.mean_diff, "p": test.p}
+        if condition != baseline and shared:
+            diffs = [losses[s] - base[s] for s in shared]
+            row["vs baseline"] = statistics.fmean(diffs)
+            if len(shared) >= 2:
+                row["p"] = paired_t_test([base[s] for s in shared], [losses[s] for s in shared]).p
         table.append(row)
     return pd.DataFrame(table).set_index("condition")
 
