@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 export MPLBACKEND = Agg
 
-.PHONY: setup demo test unit notebooks lab bench figures reproduce writeup data-cpu clean
+.PHONY: setup demo test unit notebooks lab bench figures reproduce leaderboard-cpu writeup data-cpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ CPU_DATA := runs/data/tinystories_cpu
 TS_SAMPLE := data/tinystories
 OWT_CPU := runs/data/owt_cpu
 OWT_SAMPLE := data/owt/owt-sample-680K.txt
-CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu leaderboard_cpu owt_cpu
+CPU_SWEEPS := lr_cpu batch_size_cpu ablations_cpu owt_cpu
 FULL_SWEEPS := lr_full batch_size_full ablations_full low_resource_full
 TS_FULL := $(DATA)/tinystories
 OWT := $(DATA)/owt
@@ -79,6 +79,15 @@ $(OWT_CPU)/%.npy: $(OWT_CPU)/vocab.json $(OWT_CPU)/%.txt
 	$(PY) -m cs336 encode --tokenizer $(OWT_CPU) --special-token '<|endoftext|>' --no-progress --out $@ --input $(OWT_CPU)/$*.txt
 
 data-cpu: setup $(CPU_DATA)/train.npy $(CPU_DATA)/valid.npy $(OWT_CPU)/train.npy $(OWT_CPU)/valid.npy
+
+# The CPU leaderboard track of notebook 10: the one-seed screen of each idea (two runs at a time,
+# ~95 minutes), then the three-seed track (one run at a time, 10 minutes each, the machine to itself).
+# Finished runs are skipped, so it can be stopped and started again.
+leaderboard-cpu: setup
+	$(MAKE) data-cpu
+	$(PY) -m cs336 sweep configs/sweeps/leaderboard_screen_cpu.toml --parallel 2
+	$(PY) -m cs336 sweep configs/sweeps/leaderboard_track_cpu.toml --parallel 1
+	$(MAKE) figures
 
 reproduce: setup
 ifeq ($(SCALE),cpu)
