@@ -44,6 +44,7 @@ CHECKED = [
     "07_generation.ipynb",
     "08_ablations.ipynb",
     "09_owt_main_experiment.ipynb",
+    "10_leaderboard.ipynb",
 ]
 QUOTE_SOURCES = ("write-up", "handout")
 VOLATILE = "# NBVAL_IGNORE_OUTPUT"  # a cell whose output changes from run to run (timings)

@@ -44,7 +44,7 @@ def checked_outputs(notebook: Path):
 
 
 def test_notebooks_found():
-    assert len(NOTEBOOKS) == 9, [p.name for p in NOTEBOOKS]
+    assert len(NOTEBOOKS) == 10, [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
