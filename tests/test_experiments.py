@@ -504,14 +504,15 @@ def test_the_track_table_of_nothing_is_one_error_line(tmp_path, make, capsys):
 
 
 def test_the_cpu_record_config_is_the_track_point_it_was_measured_as():
-    """configs/leaderboard_cpu.toml is the track's "record" point: editing one without the other
-    would make the record table describe a config nobody measured."""
+    """configs/leaderboard_cpu.toml is the track's point of the newest record: editing one without
+    the other would make the record table describe a config nobody measured."""
+    from cs336.experiments.records import CPU_RECORDS
     from cs336.experiments.sweeps import point_config
     from cs336.paths import CONFIGS_DIR
     from cs336.training.config import load_config
 
     sweep = load_sweep(CONFIGS_DIR / "sweeps" / "leaderboard_track_cpu.toml")
-    point = next(p for p in sweep.points if p.name == "record__seed=0")
+    point = next(p for p in sweep.points if p.name == f"{CPU_RECORDS[-1]}__seed=0")
     measured = point_config(sweep.base, sweep.overrides(point)).to_dict()
     record = load_config(CONFIGS_DIR / "leaderboard_cpu.toml").to_dict()
     assert {k: v for k, v in measured.items() if k != "run_dir"} == {k: v for k, v in record.items() if k != "run_dir"}

@@ -23,6 +23,11 @@ from cs336.experiments.stats import paired_t_test
 from cs336.runs import SUMMARY, find_runs, read_json
 
 
+#: The CPU track's records, oldest first, each as the point of configs/sweeps/leaderboard_track_cpu.toml
+#: it was measured as; the last is configs/leaderboard_cpu.toml.
+CPU_RECORDS = ("lr_5e-3", "lr_5e-3_d_model_128")
+
+
 def track_runs(root: str | Path) -> pd.DataFrame:
     """One row per ended run under `root`: condition, seed, status, final validation loss, steps,
     wall-clock seconds, commit."""
