@@ -241,8 +241,8 @@ def figure_ablations(root: str | Path):
 def figure_leaderboard_track(track: str | Path, screen: str | Path):
     """The CPU leaderboard track: each idea's one-seed screen (its difference from the baseline), the
     three-seed comparisons (every seed, mean ± sd, p against the baseline), and the validation
-    curves of the baseline and the record against wall-clock."""
-    from cs336.experiments.records import track_table  # records imports nothing of plots
+    curves against wall-clock of the baseline, the record and the lowest other point, if lower."""
+    from cs336.experiments.records import CPU_RECORDS, track_table  # records imports nothing of plots
 
     runs, summary, info = _load(Path(track))
     screened = track_table(screen).drop(index="baseline")["vs baseline"].sort_values()
@@ -250,7 +250,8 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
     seeds = runs.drop_duplicates("run").assign(condition=lambda d: d["run"].str.partition("__seed=")[0])
     finals = summary.assign(condition=summary["run"].str.partition("__seed=")[0])
     with style():
-        fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [1, 1, 1.2]})
+        height = max(5.0, 1.5 + 0.2 * len(screened))  # a readable row per screened idea
+        fig, axes = plt.subplots(1, 3, figsize=(15, height), gridspec_kw={"width_ratios": [1, 1, 1.2]})
         ax = axes[0]
         ax.barh(screened.index, screened.values, color=["C2" if v < 0 else "C3" for v in screened.values])
         for i, v in enumerate(screened.values):  # each value beside the zero line, on the side away from its bar
@@ -278,16 +279,19 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
         ax.set_xlabel("final validation loss (every window; dots: seeds, ◆: mean ± sd)")
         ax.set_title(f"the track: both cores, {len(set(seeds['seed']))} seeds each")
         ax = axes[2]
-        shown = [c for c in ("baseline", *[c for c in order if c != "baseline"][:1]) if c in set(seeds["condition"])]
+        record = CPU_RECORDS[-1]
+        lowest = next(c for c in order if c != "baseline")
+        shown = [c for c in dict.fromkeys(("baseline", record, lowest)) if c in set(seeds["condition"])]
         r = runs[runs["run"].str.partition("__seed=")[0].isin(shown)]
-        colors = {run: f"C{0 if run.startswith('baseline') else 2}" for run in r["run"].unique()}
+        hue = {"baseline": 0, record: 2}
+        colors = {run: f"C{hue.get(run.partition('__seed=')[0], 1)}" for run in r["run"].unique()}
         low = float(finals["final_val_loss"].min())
         plot_curves(ax, r.assign(minutes=r["wall_s"] / 60), x="minutes", colors=colors, cap=low + 1.5,
                     label=lambda g: f"{g['run'].iloc[0].partition('__seed=')[0]} ({table.loc[g['run'].iloc[0].partition('__seed=')[0], 'mean']:.3f} mean)")
         ax.set_ylim(low - 0.1, low + 1.55)
         ax.set_xlabel("wall-clock (min)")
         ax.set_ylabel(f"validation loss (axis cut at {low + 1.5:.2f})")
-        ax.set_title(f"validation curves, every seed: {' and '.join(shown)}")
+        ax.set_title(f"validation curves, every seed (record: {record})", fontsize=9)
         ax.legend()
         fig.suptitle(f"The CPU leaderboard track ({info.get('name', Path(track).name)}): 10 minutes, validation over every window")
         footer(fig, summary, info, note="screen: one seed on one core beside another run, so fewer steps than the track; "
