@@ -64,12 +64,20 @@ def checkpoint_paths(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Every run directory (one holding `log.jsonl` or `config.json`) at or below `root`, sorted."""
+def find_runs(root: str | os.PathLike, *, members: bool = False) -> list[Path]:
+    """Every run directory (one holding `log.jsonl` or `config.json`) at or below `root`, sorted;
+    an ensemble's members (`member_k` inside a run directory) only with `members=True`."""
     root = Path(root)
     if not root.is_dir():
         raise CS336Error(f"no such run folder: {root}")
-    return sorted({p.parent for name in (LOG, CONFIG) for p in root.rglob(name)})
+    found = {p.parent for name in (LOG, CONFIG) for p in root.rglob(name)}
+    return sorted(p for p in found if members or not is_member(p))
+
+
+def is_member(run_dir: str | os.PathLike) -> bool:
+    """Whether `run_dir` is a member of an ensemble run (`cs336.training.ensemble`)."""
+    run_dir = Path(run_dir)
+    return bool(re.fullmatch(r"member_\d+", run_dir.name)) and (run_dir.parent / CONFIG).is_file()
 
 
 # ---------------------------------------------------------------------------------------------

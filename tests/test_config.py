@@ -160,7 +160,7 @@ def test_a_config_with_every_field_set_reloads_equal_from_its_toml(tmp_path):
         "name": 'ablation "ü" 🙂', "run_dir": "runs/a b", "seed": 7, "batch_size": 12, "grad_accum_steps": 3,
         "max_minutes": 1.5, "eval_interval": 7, "eval_batches": 3, "log_interval": 2, "checkpoint_interval": 9,
         "keep_checkpoints": 4, "device": "cuda:1", "dtype": "bfloat16", "compile": True, "threads": 2, "tf32": False,
-        "nan_policy": "skip", "max_nan_skips": 5, "wandb": True, "eval_all": True, "wandb_project": "p", "peak_tflops": 312.5,
+        "nan_policy": "skip", "max_nan_skips": 5, "wandb": True, "eval_all": True, "wandb_project": "p", "peak_tflops": 312.5, "ensemble": 3,
         "model": {"vocab_size": 300, "context_length": 48, "d_model": 48, "num_layers": 3, "num_heads": 6, "d_ff": 96,
                   "rope_theta": 5e5, "norm": "post", "position": "nope", "ffn": "silu", "silu_d_ff": 200,
                   "qk_norm": True, "logit_softcap": 15.0, "zero_init_output": True,

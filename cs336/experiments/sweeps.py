@@ -237,11 +237,14 @@ def train_point(config_path: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_run(run_dir: Path, dest: Path) -> None:
-    """Copy a run's small files (config, log, summary) to `dest`; never checkpoints."""
+    """Copy a run's small files (config, log, summary) to `dest`, and an ensemble's members' to
+    `dest/member_k`; never checkpoints."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, LOG, SUMMARY):
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, dest / name)
+    for member in sorted(run_dir.glob("member_*")):
+        export_run(member, dest / member.name)
 
 
 def _state(sweep: Sweep, point: Point) -> str:

@@ -96,6 +96,10 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda > mps > cpu
     dtype: str = "float32"  # "float32" | "bfloat16" (autocast; parameters stay float32)
     compile: bool = False  # torch.compile the model
+    # K > 1: an ensemble of K members trained side by side, one CPU process each on threads // K
+    # threads, seeds seed·K + k; its loss is that of the mean of their next-token distributions
+    # (`cs336.training.ensemble`)
+    ensemble: int = 1
     threads: int | None = None  # CPU threads for PyTorch ops; None = PyTorch's default (all cores)
     tf32: bool = True  # TF32 matmuls on CUDA
     # One device's peak TFLOP/s at the run's dtype (e.g. 989 for an H100 SXM in bf16): with it, each
@@ -176,6 +180,7 @@ class TrainConfig:
             (self.nan_policy in ("stop", "skip"), f"nan_policy={self.nan_policy!r} must be 'stop' or 'skip'"),
             (self.max_nan_skips >= 0, "max_nan_skips must be non-negative"),
             (self.threads is None or self.threads > 0, "threads must be positive"),
+            (self.ensemble >= 1, f"ensemble={self.ensemble} must be at least 1 (1 = one model)"),
             (self.peak_tflops in (None, "measure") or (not isinstance(self.peak_tflops, str) and 0 < self.peak_tflops < math.inf),
              f"peak_tflops={self.peak_tflops} must be a positive number of TFLOP/s (e.g. 989 for an H100 in bf16), "
              f"\"measure\", or left out"),

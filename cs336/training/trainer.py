@@ -43,6 +43,7 @@ from cs336.training import distributed
 from cs336.training.checkpoint import read_checkpoint, save_checkpoint
 from cs336.training.config import OptimConfig, TrainConfig, resolve_path
 from cs336.training.data import get_batch, load_tokens
+from cs336.training.ensemble import train_ensemble
 from cs336.training.loss import next_token_loss
 from cs336.training.optim import get_lr_cosine_schedule, gradient_clipping
 from cs336.training.runlog import RunLog, read_log, truncate_log
@@ -122,6 +123,24 @@ def lr_schedule(o: OptimConfig, step: int, *, total_steps: int | None = None, bu
     if step < o.warmup_iters:
         return get_lr_cosine_schedule(step, o.lr, o.min_lr, o.warmup_iters, o.warmup_iters)
     return get_lr_cosine_schedule(budget_fraction, o.lr, o.min_lr, 0, 1)
+
+
+def validation_batches(valid_data: np.ndarray, cfg: TrainConfig):
+    """A run's global batches of validation windows (inputs, targets), on the CPU:
+    `eval_batches` seeded random batches, or with `eval_all` every non-overlapping window of the
+    file in order (the last batch may be short). The same for every step of a run; with
+    `eval_all`, the same for every seed."""
+    L = cfg.model.context_length
+    if not cfg.eval_all:
+        rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
+        for _ in range(cfg.eval_batches):
+            yield get_batch(valid_data, cfg.batch_size, L, "cpu", generator=rng)
+        return
+    starts = np.arange(0, len(valid_data) - L, L)
+    for i in range(0, len(starts), cfg.batch_size):
+        rows = np.asarray(valid_data[starts[i : i + cfg.batch_size, None] + np.arange(L + 1)], dtype=np.int64)
+        w = torch.from_numpy(rows)
+        yield w[:, :-1], w[:, 1:]
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -314,19 +333,7 @@ class _Trainer:
         return float(total) / windows
 
     def _eval_batches(self):
-        """Global batches of validation windows: `eval_batches` seeded random batches, or with
-        `eval_all` every non-overlapping window of the file in order (the last batch may be short)."""
-        cfg, L = self.cfg, self.cfg.model.context_length
-        if not cfg.eval_all:
-            rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
-            for _ in range(cfg.eval_batches):
-                yield get_batch(self.valid_data, cfg.batch_size, L, "cpu", generator=rng)
-            return
-        starts = np.arange(0, len(self.valid_data) - L, L)
-        for i in range(0, len(starts), cfg.batch_size):
-            rows = np.asarray(self.valid_data[starts[i : i + cfg.batch_size, None] + np.arange(L + 1)], dtype=np.int64)
-            w = torch.from_numpy(rows)
-            yield w[:, :-1], w[:, 1:]
+        return validation_batches(self.valid_data, self.cfg)
 
     def _evaluate_and_log(self) -> None:
         if self.valid_data is None:
@@ -555,9 +562,14 @@ def train(config: TrainConfig, *, progress: bool = True, stop_after: int | None 
     and the last good checkpoint is intact), and its `code` the code version that trained it
     (`cs336.provenance.code_version`). `stop_after=N` ends the run after step N with status
     "stopped", on the run's own schedule (the first N steps of the full run, e.g. to check a
-    committed log). Under `torchrun` every rank calls this; rank 0 writes the files.
+    committed log). Under `torchrun` every rank calls this; rank 0 writes the files. With
+    `ensemble = K > 1` the run is K members trained side by side (`cs336.training.ensemble`).
     """
     config.validate()
+    if config.ensemble > 1:
+        if distributed.from_environment().enabled:
+            raise CS336Error(f"ensemble={config.ensemble} runs its members as processes of its own; launch it without torchrun")
+        return train_ensemble(config, progress=progress, stop_after=stop_after)
     trainer, finished = None, False
     try:
         trainer = _Trainer(config, progress, stop_after)

@@ -1,0 +1,113 @@
+"""An ensemble run (`ensemble = K`) is its members trained alone, and its loss is that of the mean
+of their distributions, computed here the slow, obvious way."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cs336.errors import CS336Error
+from cs336.experiments.sweeps import export_run
+from cs336.experiments.tiny import byte_tokens
+from cs336.runs import checkpoint_paths, find_runs, load_run_model
+from cs336.training.checkpoint import read_checkpoint
+from cs336.training.ensemble import member_config
+from cs336.training.runlog import read_log
+from cs336.training.trainer import train, validation_batches
+from engine_fixtures import tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return byte_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+@pytest.fixture(scope="module")
+def ensemble(tokens, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    cfg = tiny_config(*tokens, root / "run", max_steps=12, eval_interval=6, eval_all=True, seed=3, ensemble=2, threads=2)
+    return cfg, train(cfg, progress=False)
+
+
+def mixture_loss(models, batches) -> float:
+    """−log of the mean of the models' probabilities of each target: softmax, average, log."""
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            p = sum(torch.softmax(m(x).double(), dim=-1) for m in models) / len(models)
+            nll -= p.gather(-1, y.unsqueeze(-1)).log().sum().item()
+            n += y.numel()
+    return nll / n
+
+
+def test_members_are_runs_of_their_own_seeds_and_threads(ensemble, tmp_path):
+    cfg, summary = ensemble
+    members = [member_config(cfg, k) for k in range(2)]
+    assert [m.seed for m in members] == [6, 7] and [m.threads for m in members] == [1, 1]
+    assert all(m.ensemble == 1 and m.resolved_run_dir() == cfg.resolved_run_dir() / f"member_{k}" for k, m in enumerate(members))
+    # each member is exactly the single run of its config, trained alone
+    alone = dataclasses.replace(members[1], run_dir=str(tmp_path / "alone"))
+    single = train(alone, progress=False)
+    assert single["val_loss"] == summary["members"][1]["val_loss"]
+    ours, theirs = (read_checkpoint(checkpoint_paths(d)[-1])["model"] for d in (members[1].resolved_run_dir(), tmp_path / "alone"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_the_ensemble_loss_is_the_mixture_of_the_members_distributions(ensemble, tokens):
+    cfg, summary = ensemble
+    models = [load_run_model(member_config(cfg, k).resolved_run_dir())[0] for k in range(2)]
+    valid = np.load(tokens[1], mmap_mode="r")
+    expected = mixture_loss(models, validation_batches(valid, cfg))
+    assert summary["val_loss"] == pytest.approx(expected, rel=1e-12)
+    # each member's own loss as its trainer logged it (float32 on the fused path)
+    assert summary["member_val_loss"] == pytest.approx([m["val_loss"] for m in summary["members"]], abs=1e-5)
+    assert summary["val_loss"] <= np.mean(summary["member_val_loss"])  # −log is convex
+
+
+def test_the_ensemble_run_directory(ensemble):
+    cfg, summary = ensemble
+    run = cfg.resolved_run_dir()
+    assert summary["status"] == "finished" and summary["ensemble"] == 2 and summary["member_steps"] == [12, 12]
+    assert summary["step"] == 12 and summary["tokens"] == 2 * 12 * cfg.tokens_per_step
+    assert summary["parameters"] == sum(m["parameters"] for m in summary["members"])
+    assert summary["code"]["threads"] == 1 and summary["code"]["commit"]
+    assert json.loads((run / "summary.json").read_text()) == summary
+    (record,) = read_log(run / "log.jsonl")
+    assert record["val_loss"] == summary["val_loss"] and record["member_val_loss"] == summary["member_val_loss"]
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    assert find_runs(run) == [run] and find_runs(run, members=True) == [run, run / "member_0", run / "member_1"]
+
+
+def test_an_ended_ensemble_reruns_to_the_same_summary(ensemble):
+    cfg, summary = ensemble
+    again = train(cfg, progress=False)  # every member resumes from its last checkpoint: nothing trains
+    kept = ("status", "step", "tokens", "val_loss", "member_steps", "member_val_loss", "parameters")
+    assert {k: again[k] for k in kept} == {k: summary[k] for k in kept}
+
+
+def test_export_copies_the_members_small_files(ensemble, tmp_path):
+    cfg, _ = ensemble
+    export_run(cfg.resolved_run_dir(), tmp_path / "out")
+    names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert names == sorted(f"{d}{f}" for d in ("", "member_0/", "member_1/") for f in ("config.json", "log.jsonl", "summary.json"))
+
+
+def test_a_stopped_member_stops_the_ensemble(tokens, tmp_path):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=12, ensemble=2)
+    summary = train(cfg, progress=False, stop_after=4)
+    assert summary["status"] == "stopped" and "member 0" in summary["message"] and summary["val_loss"] is None
+    assert summary["member_steps"] == [4, 4] and not (tmp_path / "run" / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"ensemble": 0}, "ensemble=0 must be at least 1"),
+    ({"ensemble": 2, "device": "cuda"}, "trains its members as CPU processes"),
+])
+def test_bad_ensemble_settings_are_refused(tokens, tmp_path, settings, message):
+    with pytest.raises(CS336Error, match=message):
+        train(tiny_config(*tokens, tmp_path / "run", max_steps=2, **settings), progress=False)
