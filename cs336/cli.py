@@ -238,7 +238,13 @@ def _run_train(args: argparse.Namespace) -> int:
         raise CS336Error(summary["message"] or f"run ended with status {summary['status']}")
     if distributed.from_environment().is_main:  # under torchrun, one line from rank 0
         val = f", val_loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
-        print(f"finished step {summary['step']} ({summary['tokens']:,} tokens, {summary['wall_s']:.1f} s){val}; run dir: {summary['run_dir']}")
+        if summary.get("ensemble", 1) > 1:
+            steps = " and ".join(f"{s:,}" for s in summary["member_steps"])
+            members = ", ".join(f"{v:.4f}" for v in summary["member_val_loss"])
+            print(f"finished: {summary['ensemble']} members, {steps} steps ({summary['tokens']:,} tokens in all, {summary['wall_s']:.1f} s)"
+                  f"{val} (the members alone: {members}); run dir: {summary['run_dir']}")
+        else:
+            print(f"finished step {summary['step']} ({summary['tokens']:,} tokens, {summary['wall_s']:.1f} s){val}; run dir: {summary['run_dir']}")
     return 0
 
 

@@ -15,7 +15,7 @@ LAYERS = {  # module prefix -> layer (the longest matching prefix wins)
     "cs336.training.data": 1, "cs336.training.muon": 1, "cs336.training.checkpoint": 1, "cs336.training.distributed": 1,
     "cs336.data": 2, "cs336.training.config": 2, "cs336.accounting": 2, "cs336.provenance": 2,
     "cs336.runs": 3, "cs336.training.runlog": 3,
-    "cs336.training.trainer": 4, "cs336.generation": 4, "cs336.export": 4,
+    "cs336.training.trainer": 4, "cs336.training.ensemble": 4, "cs336.generation": 4, "cs336.export": 4,
     "cs336.experiments": 5, "cs336.demo": 5,
     "cs336.cli": 6, "cs336.__main__": 6, "cs336": 6, "cs336.training": 6,  # package __init__s re-export
 }

@@ -3,12 +3,12 @@ of their distributions, computed here the slow, obvious way."""
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
+from cs336.cli import main
 from cs336.errors import CS336Error
 from cs336.experiments.sweeps import export_run
 from cs336.experiments.tiny import byte_tokens
@@ -111,3 +111,13 @@ def test_a_stopped_member_stops_the_ensemble(tokens, tmp_path):
 def test_bad_ensemble_settings_are_refused(tokens, tmp_path, settings, message):
     with pytest.raises(CS336Error, match=message):
         train(tiny_config(*tokens, tmp_path / "run", max_steps=2, **settings), progress=False)
+
+
+def test_cs336_train_reports_the_ensemble_and_its_members(tokens, tmp_path, capsys):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=3, ensemble=2)
+    (tmp_path / "config.toml").write_text(cfg.to_toml())
+    assert main(["train", "--config", str(tmp_path / "config.toml"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    out = capsys.readouterr().out
+    assert f"finished: 2 members, 3 and 3 steps ({2 * 3 * cfg.tokens_per_step:,} tokens in all" in out
+    assert f"val_loss {summary['val_loss']:.4f} (the members alone: {summary['member_val_loss'][0]:.4f}, " in out

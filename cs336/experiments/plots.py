@@ -281,18 +281,31 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
         ax = axes[2]
         record = CPU_RECORDS[-1]
         lowest = next(c for c in order if c != "baseline")
-        shown = [c for c in dict.fromkeys(("baseline", record, lowest)) if c in set(seeds["condition"])]
+        shown = [c for c in dict.fromkeys(("baseline", *CPU_RECORDS, lowest)) if c in set(seeds["condition"])]
         r = runs[runs["run"].str.partition("__seed=")[0].isin(shown)]
-        hue = {"baseline": 0, record: 2}
-        colors = {run: f"C{hue.get(run.partition('__seed=')[0], 1)}" for run in r["run"].unique()}
+        hue = {"baseline": "C0", record: "C2", **{c: f"C{k}" for c, k in zip([c for c in shown if c not in ("baseline", record)], (1, 4, 5))}}
+        colors = {run: hue[run.partition("__seed=")[0]] for run in r["run"].unique()}
         low = float(finals["final_val_loss"].min())
-        plot_curves(ax, r.assign(minutes=r["wall_s"] / 60), x="minutes", colors=colors, cap=low + 1.5,
-                    label=lambda g: f"{g['run'].iloc[0].partition('__seed=')[0]} ({table.loc[g['run'].iloc[0].partition('__seed=')[0], 'mean']:.3f} mean)")
+        condition_of = lambda run: run.partition("__seed=")[0]
+        ensembles = {condition_of(run) for run in r.loc[r.get("ensemble", pd.Series(1, index=r.index)) > 1, "run"]}
+        single = r[~r["run"].map(condition_of).isin(ensembles)]
+        plot_curves(ax, single.assign(minutes=single["wall_s"] / 60), x="minutes", colors=colors, cap=low + 1.5,
+                    label=lambda g: f"{condition_of(g['run'].iloc[0])} ({table.loc[condition_of(g['run'].iloc[0]), 'mean']:.3f} mean)")
+        if ensembles:  # an ensemble's log holds its final loss alone: its members' curves, and a star at the end
+            members = load_runs(track, members=True)
+            members = members[members["run"].str.contains("/member_") & members["run"].map(condition_of).isin(ensembles)]
+            member_colors = {run: colors[run.partition("/")[0]] for run in members["run"].unique()}
+            plot_curves(ax, members.assign(minutes=members["wall_s"] / 60), x="minutes", colors=member_colors, cap=low + 1.5,
+                        label=lambda g: f"{condition_of(g['run'].iloc[0])}: a member each")
+            for condition in sorted(ensembles):
+                ends = r[(r["run"].map(condition_of) == condition) & r["val_loss"].notna()]
+                ax.plot(ends["wall_s"] / 60, ends["val_loss"], "*", markersize=11, color=colors[ends["run"].iloc[0]],
+                        label=f"{condition}: the mixture ({table.loc[condition, 'mean']:.3f} mean)")
         ax.set_ylim(low - 0.1, low + 1.55)
         ax.set_xlabel("wall-clock (min)")
         ax.set_ylabel(f"validation loss (axis cut at {low + 1.5:.2f})")
-        ax.set_title(f"validation curves, every seed (record: {record})", fontsize=9)
-        ax.legend()
+        ax.set_title(f"validation curves, every seed; record {record}", fontsize=8, loc="right")
+        ax.legend(fontsize=7)
         fig.suptitle(f"The CPU leaderboard track ({info.get('name', Path(track).name)}): 10 minutes, validation over every window")
         footer(fig, summary, info, note="screen: one seed on one core beside another run, so fewer steps than the track; "
                "it orders the ideas, the track measures them (paired t-test against the baseline over the same seeds)")

@@ -26,7 +26,7 @@ from cs336.runs import SUMMARY, find_runs, read_json
 #: The CPU track's records, oldest first, each as the point of configs/sweeps/leaderboard_track_cpu.toml
 #: it was measured as; the last is configs/leaderboard_cpu.toml. A point becomes a record when its
 #: mean over three seeds or more is below the record before it with p < 0.05 (paired over the seeds).
-CPU_RECORDS = ("lr_5e-3",)
+CPU_RECORDS = ("lr_5e-3", "lr_5e-3_ensemble_2")
 
 
 def track_runs(root: str | Path) -> pd.DataFrame:

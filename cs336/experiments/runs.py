@@ -40,8 +40,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """One row per log record of every run under `root`.
+def load_runs(root: str | Path, *, members: bool = False) -> pd.DataFrame:
+    """One row per log record of every run under `root` (with `members`, also of each ensemble
+    run's members, as `<run>/member_k`).
 
     Columns: `run` (its path relative to `root`), `status`, `kind` ("train" or "eval"), the logged
     metrics (`step`, `tokens`, `wall_s`, `train_loss`, `val_loss`, ...; NaN where a record lacks one)
@@ -50,7 +51,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     """
     root = Path(root)
     frames = []
-    for run_dir in find_runs(root):
+    for run_dir in find_runs(root, members=members):
         config = flatten(read_json(run_dir / CONFIG)) if (run_dir / CONFIG).exists() else {}
         records = read_log(run_dir / LOG)
         rows = pd.DataFrame.from_records(records or [{}])

@@ -9,9 +9,10 @@ the members' losses (the log is concave) and lower by how much their errors diff
 `log.jsonl` holds that evaluation and each member's loss; `summary.json` the ensemble's loss, the
 members' steps (mean), their tokens and parameters (summed) and each member's own summary.
 
-On a CPU whose cores one training process uses poorly (small matrices: two threads on one model
-run ~1.2× faster than one), K members on one core each train K models in the time of one; on data
-a model overfits, their average generalises better than any of them (notebook 10 measures it).
+On a CPU whose cores one training process uses poorly (on small matrices two threads run one
+model far less than twice as fast as one), K members on one core each process more tokens in all;
+on data a model overfits, their average generalises better than any of them (notebook 10 measures
+both).
 """
 
 from __future__ import annotations
