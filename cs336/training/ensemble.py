@@ -22,6 +22,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,15 @@ def train_ensemble(cfg: TrainConfig, *, progress: bool = True, stop_after: int |
     # spawn: a fresh interpreter per member (a forked one would share the parent's torch threads)
     with ProcessPoolExecutor(cfg.ensemble, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_train_member, m, stop_after) for m in members]
-        results = [f.result() for f in futures]  # a member's error is raised here, the others finish first
+        try:
+            results = [f.result() for f in futures]  # a member's error is raised here, the others finish first
+        except KeyboardInterrupt:
+            # Interrupted alone (a terminal's Ctrl-C reaches the members too): pass it on, so each
+            # member stops as an interrupted run does, its last checkpoint kept, and the pool can close.
+            for process in list(pool._processes.values()):  # the executor keeps its workers here
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGINT)
+            raise
     summaries = [{k: r[k] for k in ("status", "step", "tokens", "train_loss", "val_loss", "wall_s", "nan_skips", "parameters", "message")}
                  for r in results]
     status, message, val = "finished", "", None
@@ -135,7 +144,4 @@ def train_ensemble(cfg: TrainConfig, *, progress: bool = True, stop_after: int |
         "code": {**code_version(), "threads": members[0].threads},
     }
     write_summary(run_dir, summary)
-    if progress:
-        shown = f"val_loss {val:.4f} (members {', '.join(f'{v:.4f}' for v in member_val)})" if val is not None else message
-        print(f"{cfg.name}: {status}: {shown}")
     return summary
