@@ -3,6 +3,10 @@ of their distributions, computed here the slow, obvious way."""
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ from cs336.training.checkpoint import read_checkpoint
 from cs336.training.ensemble import member_config
 from cs336.training.runlog import read_log
 from cs336.training.trainer import train, validation_batches
-from engine_fixtures import tiny_config
+from engine_fixtures import subprocess_env, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,3 +125,20 @@ def test_cs336_train_reports_the_ensemble_and_its_members(tokens, tmp_path, caps
     out = capsys.readouterr().out
     assert f"finished: 2 members, 3 and 3 steps ({2 * 3 * cfg.tokens_per_step:,} tokens in all" in out
     assert f"val_loss {summary['val_loss']:.4f} (the members alone: {summary['member_val_loss'][0]:.4f}, " in out
+
+
+def test_an_interrupt_of_the_parent_alone_stops_the_members(tokens, tmp_path):
+    cfg = tiny_config(*tokens, tmp_path / "run", max_steps=20_000, checkpoint_interval=5, eval_interval=0, ensemble=2)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    cmd = [sys.executable, "-m", "cs336", "train", "--config", str(tmp_path / "config.json"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    logs = [tmp_path / "run" / f"member_{k}" / "log.jsonl" for k in range(2)]
+    deadline = time.time() + 120
+    while not all(p.exists() and len(read_log(p)) > 2 for p in logs) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # to the parent only, not its process group
+    assert proc.wait(timeout=60) == 130
+    summaries = [json.loads((p.parent / "summary.json").read_text()) for p in logs]
+    assert [s["status"] for s in summaries] == ["interrupted", "interrupted"] and all(s["step"] < 20_000 for s in summaries)
+    assert not (tmp_path / "run" / "summary.json").exists()  # the ensemble did not end: a rerun resumes its members
+    assert all(checkpoint_paths(p.parent) for p in logs)
