@@ -35,6 +35,7 @@ from cs336.outputs import write_atomic
 from cs336.provenance import code_version
 from cs336.runs import LOG, load_run_model, write_config, write_summary
 from cs336.training.config import TrainConfig
+from cs336.training.loss import token_cross_entropy
 
 
 def member_dir(run_dir: str | os.PathLike, k: int) -> Path:
@@ -55,21 +56,13 @@ def _train_member(cfg: TrainConfig, stop_after: int | None) -> dict[str, Any]:
     return train(cfg, progress=False, stop_after=stop_after)
 
 
-def token_log_probs(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log p(y | x) of every position, in float64 (the logits' log-sum-exp with the max subtracted)."""
-    logits = model(x).double()
-    m = logits.amax(dim=-1, keepdim=True)
-    lse = m.squeeze(-1) + torch.log(torch.exp(logits - m).sum(dim=-1))
-    return logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - lse
-
-
 @torch.no_grad()
 def ensemble_loss(models: list, batches) -> tuple[float, list[float]]:
     """The mixture's mean loss per token, −log((1/K) Σₖ pₖ(target)), over `batches` of (inputs,
     targets), and each model's own mean loss."""
     total, each, tokens = 0.0, np.zeros(len(models)), 0
     for x, y in batches:
-        log_p = torch.stack([token_log_probs(m, x, y) for m in models])
+        log_p = torch.stack([-token_cross_entropy(m(x).double(), y) for m in models])  # log p(target), float64
         each -= log_p.sum(dim=(1, 2)).numpy()
         total -= float((torch.logsumexp(log_p, dim=0) - math.log(len(models))).sum())
         tokens += y.numel()

@@ -19,11 +19,15 @@ def cross_entropy(
     """
     if fused:
         return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
-    logits = logits.float()
+    return token_cross_entropy(logits.float(), targets).mean()
+
+
+def token_cross_entropy(logits: Float[Tensor, "... vocab"], targets: Int[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """−log softmax(logits)[target] at every position, in the logits' dtype (`cross_entropy`'s terms)."""
     m = logits.amax(dim=-1, keepdim=True).detach()  # the shift cancels, so it needs no gradient (2x faster backward)
     lse = m.squeeze(-1) + torch.log(torch.exp(logits - m).sum(dim=-1))
     target_logit = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (lse - target_logit).mean()
+    return lse - target_logit
 
 
 def next_token_loss(model, token_ids: Int[Tensor, "... seq"], targets: Int[Tensor, "... seq"], *, forward=None) -> Float[Tensor, ""]:
