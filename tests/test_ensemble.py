@@ -134,10 +134,13 @@ def test_an_interrupt_of_the_parent_alone_stops_the_members(tokens, tmp_path):
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     logs = [tmp_path / "run" / f"member_{k}" / "log.jsonl" for k in range(2)]
     deadline = time.time() + 120
-    while not all(p.exists() and len(read_log(p)) > 2 for p in logs) and proc.poll() is None and time.time() < deadline:
+    # until both members have saved a checkpoint (an interrupted run keeps the last one it saved)
+    while not all(checkpoint_paths(p.parent) for p in logs) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # to the parent only, not its process group
     assert proc.wait(timeout=60) == 130
+    err = proc.stderr.read().decode()
+    assert all((p.parent / "summary.json").exists() for p in logs), err
     summaries = [json.loads((p.parent / "summary.json").read_text()) for p in logs]
     assert [s["status"] for s in summaries] == ["interrupted", "interrupted"] and all(s["step"] < 20_000 for s in summaries)
     assert not (tmp_path / "run" / "summary.json").exists()  # the ensemble did not end: a rerun resumes its members
