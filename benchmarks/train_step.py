@@ -15,9 +15,11 @@ the contenders, the better of square products of sizes 2048 and 3072; the peak i
 `cs336.accounting.training_step_flops` without the optimizer: 3 × forward, attention counted as the
 full square (114.4 GFLOP for the handout's model at batch 4).
 
-Rounds are interleaved: each round times every contender for `--steps` steps, in a rotated order;
+Rounds are interleaved: each round times every contender for `--steps` steps, in a rotated order,
+each after one untimed step of its own (as a training step follows one of the same run);
 times are wall-clock medians over rounds, and a ratio is the median over rounds of (step time /
-built-in step time in the same round), so drifting machine load hits both sides alike.
+built-in step time in the same round), so drifting machine load hits both sides alike. The minor
+page faults per timed step are printed beside them.
 
     python benchmarks/train_step.py                      # reference and small configs, torch's threads
     python benchmarks/train_step.py --config reference --threads 2 --rounds 9
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -180,6 +183,11 @@ def train_step(c: Contender, x: Tensor, y: Tensor) -> float:
     return loss.item()
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (memory the kernel mapped in on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def check_same_function(contenders: dict[str, Contender], x: Tensor) -> None:
     """The comparison is only fair if all compute the same logits from the same weights."""
     with torch.no_grad():
@@ -248,14 +256,20 @@ def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: in
         steps = max(1, round(1.0 / (time.perf_counter() - start)))
     order = list(contenders)
     walls: dict[str, list[float]] = {n: [] for n in order}  # wall seconds per step
+    faults: dict[str, list[float]] = {n: [] for n in order}  # minor page faults per step
     peaks = []
     for r in range(rounds):
         peaks.append(matmul_peak_flops())
         for n in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
-            start = time.perf_counter()
+            # One untimed step first: in training a step follows a step of the same run, whose
+            # freed blocks the allocator hands out again; the first step after another contender
+            # (or the peak's products) maps much of its memory fresh from the OS, page by page.
+            train_step(contenders[n], x, y)
+            faults_before, start = minor_faults(), time.perf_counter()
             for _ in range(steps):
                 train_step(contenders[n], x, y)
             walls[n].append((time.perf_counter() - start) / steps)
+            faults[n].append((minor_faults() - faults_before) / steps)
     tokens = batch_size * shape.context_length
     flops = training_step_flops(shape, batch_size=batch_size, include_optimizer=False)
     peak = statistics.median(peaks)
@@ -265,15 +279,17 @@ def bench(name: str, shape: ModelConfig, batch_size: int, rounds: int, steps: in
     gemm_s, attention_s = ceiling_s(shape, batch_size)
     print(f"alone: the step's matrix products {gemm_s * 1e3:.1f} ms ({flops_of_products(shape, batch_size) / gemm_s / 1e9:.0f} GFLOP/s), "
           f"attention {attention_s * 1e3:.1f} ms: MFU ceiling {flops / (gemm_s + attention_s) / peak:.1%}")
-    print(f"{'model':<14} {'ms/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'vs builtin':>10}")
+    print(f"{'model':<14} {'ms/step':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6} {'vs builtin':>10} {'faults/step':>11}")
     results = {"ceiling": {"ms": (gemm_s + attention_s) * 1e3, "mfu": flops / (gemm_s + attention_s) / peak,
                            "products_ms": gemm_s * 1e3, "attention_ms": attention_s * 1e3}}
     for n in order:
         wall = statistics.median(walls[n])
         ratio = statistics.median(t / b for t, b in zip(walls[n], walls["builtin"])) if "builtin" in walls else float("nan")
+        page_faults = statistics.median(faults[n])
         results[n] = {"ms": wall * 1e3, "tokens_per_s": tokens / wall, "mfu": flops / wall / peak, "vs_builtin": ratio,
-                      "peak_gflops": peak / 1e9}
-        print(f"{n:<14} {wall * 1e3:>8.1f} {tokens / wall:>9.0f} {flops / wall / 1e9:>8.1f} {flops / wall / peak:>6.1%} {ratio:>10.3f}")
+                      "peak_gflops": peak / 1e9, "faults_per_step": page_faults}
+        print(f"{n:<14} {wall * 1e3:>8.1f} {tokens / wall:>9.0f} {flops / wall / 1e9:>8.1f} {flops / wall / peak:>6.1%} {ratio:>10.3f}"
+              f" {page_faults:>11.0f}")
     return results
 
 
