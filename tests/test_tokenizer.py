@@ -357,6 +357,36 @@ def test_pretokenize_pieces_equals_the_gpt2_regex():
     assert pretokenize_pieces(texts) == list(map(GPT2_REGEX.findall, texts))
 
 
+def test_a_word_and_ascii_symbols_are_two_pretokens_at_most():
+    """`Tokenizer._encode_missed` takes " " + ASCII letters + ASCII symbols as the letters' and the
+    symbols' pre-tokens without the pattern; check that against it, and that the symbols are every
+    ASCII character the pattern counts as neither letter, number nor whitespace."""
+    import regex
+
+    from cs336.tokenization.pretokenize import ASCII_SYMBOLS
+
+    assert set(ASCII_SYMBOLS) == {chr(c) for c in range(0x80) if regex.fullmatch(r"[^\s\p{L}\p{N}]", chr(c))}
+    rng = random.Random(21)
+    heads = ["s", "t", "d", "m", "ll", "ve", "re", "S", "LL", "I", "cat", "don"]
+    tails = ["", *ASCII_SYMBOLS, *(a + b for a in ASCII_SYMBOLS for b in ASCII_SYMBOLS)]
+    tails += ["".join(rng.choice(ASCII_SYMBOLS) for _ in range(rng.randint(3, 8))) for _ in range(500)]
+    for head in heads:
+        for tail in tails:
+            assert GPT2_REGEX.findall(f" {head}{tail}") == [f" {head}", tail][: 2 if tail else 1], (head, tail)
+
+
+def test_encode_equals_the_plain_reference_on_words_with_symbols(gpt2):
+    """Fresh tokenizers, so every part is new: words, words with symbol tails (some of them
+    contractions' apostrophes), and parts that only look like them."""
+    rng = random.Random(22)
+    parts = ["cat", "Cat", "s", "dont", "don't", "it's", "cat's.", "end.)", "end.\n", "x!'s", "é.", "ab1.",
+             "'s", "''", "...", "(a)", "a—", "a.b", "a-b", "a1", "1a"]
+    parts += ["".join(rng.choice("abcXY.,!?'\"-)(") for _ in range(rng.randint(1, 7))) for _ in range(400)]
+    for _ in range(200):
+        text = " ".join(rng.choice(parts) for _ in range(rng.randint(1, 12)))
+        assert pickle.loads(pickle.dumps(gpt2)).encode(text) == gpt2._encode_plain(text), repr(text)
+
+
 def space_piece_texts(n: int, seed: int) -> list[str]:
     """Short strings dense in whitespace runs, spaces between whitespace, and text ends."""
     rng = random.Random(seed)

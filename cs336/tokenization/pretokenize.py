@@ -79,6 +79,14 @@ _ASCII_PATTERN = re.compile(
 )
 
 
+# The ASCII characters that are neither letters, digits nor whitespace: punctuation and control
+# characters. A space, ASCII letters, then maybe such symbols (" cat", " cat.", " end.)") are at
+# most two pre-tokens, " cat" and ".)": the letter run stops at the first symbol, and the symbols
+# form one run to the end (an apostrophe starts a contraction only with a letter after it). A
+# test checks this against the GPT-2 pattern.
+ASCII_SYMBOLS = "".join(c for c in map(chr, range(0x80)) if not c.isalnum() and c not in "\t\n\x0b\x0c\r ")
+
+
 def pretokenize_pieces(pieces: list[str]) -> list[list[str]]:
     """`pretokenize` of each piece, the ASCII ones with the cheaper ASCII pattern.
 

@@ -38,6 +38,7 @@ from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_v
 from cs336.tokenization.merge import MergeTable, PairRanks, merge_fast, merge_heap, merge_many, merge_plain
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
+    ASCII_SYMBOLS,
     GPT2_REGEX,
     is_safe_split,
     pretokenize_pieces,
@@ -185,13 +186,28 @@ class Tokenizer:
         """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
         merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
         entries too long to keep, for `encode` to drop once it has used them."""
-        pretokens = pretokenize_pieces(pieces + list(map(" ".__add__, parts)))
-        new = list(set(chain.from_iterable(pretokens)).difference(self._pretoken_cache))
+        # A part of ASCII letters, then maybe ASCII symbols ("cat", "cat.", "end.)"), is with its
+        # space the pre-tokens " cat" and "." (see `ASCII_SYMBOLS`): about half of the new parts
+        # of English text, and they need no pattern call. The others are pre-tokenized.
+        words, heads, tails, others = [], [], [], []
+        for part in parts:
+            head = part.rstrip(ASCII_SYMBOLS)
+            if head.isascii() and head.isalpha():
+                words.append(part)
+                heads.append(" " + head)
+                tails.append(part[len(head) :])
+            else:
+                others.append(part)
+        pretokens = pretokenize_pieces(pieces + list(map(" ".__add__, others)))
+        new = set(chain.from_iterable(pretokens)).union(heads, tails)
+        new.discard("")  # the tail of a word without symbols
+        new = list(new.difference(self._pretoken_cache))
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
         get = self._pretoken_cache.__getitem__
         ids = [get(p[0]) if len(p) == 1 else sum(map(get, p), ()) for p in pretokens]
         self._piece_cache.update(zip(pieces, ids))
-        self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
+        self._spaced_cache.update(zip(others, ids[len(pieces) :]))
+        self._spaced_cache.update(zip(words, [get(h) + get(t) if t else get(h) for h, t in zip(heads, tails)]))
         too_long = []
         for cache, keys in ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new)):
             if max(map(len, keys), default=0) > _CACHE_KEY_MAX:
