@@ -242,7 +242,7 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
     """The CPU leaderboard track: each idea's one-seed screen (its difference from the baseline), the
     three-seed comparisons (every seed, mean ± sd, p against the baseline), and the validation
     curves against wall-clock of the baseline, the record and the lowest other point, if lower."""
-    from cs336.experiments.records import CPU_RECORDS, track_table  # records imports nothing of plots
+    from cs336.experiments.records import BASELINE_RERUN, CPU_RECORDS, track_table  # records imports nothing of plots
 
     runs, summary, info = _load(Path(track))
     screened = track_table(screen).drop(index="baseline")["vs baseline"].sort_values()
@@ -267,7 +267,7 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
         for i, condition in enumerate(order):
             f = finals[finals["condition"] == condition]["final_val_loss"]
             row = table.loc[condition]
-            color = "0.4" if condition == "baseline" else ("C2" if row["mean"] < base else "C3")
+            color = "0.4" if condition in ("baseline", BASELINE_RERUN) else ("C2" if row["mean"] < base else "C3")
             ax.plot(f, [i] * len(f), "o", color=color, alpha=0.5, markersize=4)
             ax.errorbar([row["mean"]], [i], xerr=[row["sd"]], fmt="D", color=color, capsize=3)
             if condition != "baseline" and pd.notna(row.get("p")):

@@ -28,6 +28,11 @@ from cs336.runs import SUMMARY, find_runs, read_json
 #: mean over three seeds or more is below the record before it with p < 0.05 (paired over the seeds).
 CPU_RECORDS = ("lr_5e-3", "lr_5e-3_ensemble_2")
 
+#: The track's baseline config under another name, rerun after the ablations that were measured
+#: against it: on a wall-clock track the machine's speed moves the losses too, and the rerun
+#: measures by how much (notebook 10).
+BASELINE_RERUN = "baseline_again"
+
 
 def track_runs(root: str | Path) -> pd.DataFrame:
     """One row per ended run under `root`: condition, seed, status, final validation loss, steps,
