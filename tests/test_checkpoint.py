@@ -2,6 +2,7 @@
 
 import io
 import pathlib
+import signal
 
 import numpy as np
 import pytest
@@ -151,3 +152,23 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
     monkeypatch.undo()
     assert load_checkpoint(path, model, opt) == 1
+
+
+def test_a_ctrl_c_while_saving_takes_effect_once_the_checkpoint_is_in_place(tmp_path, monkeypatch):
+    # Unheld, torch.save turns an interrupt inside its writes into a RuntimeError, and the run
+    # that was interrupted would end as one that failed to write.
+    model, opt = _fresh()
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(model, opt, 1, path)
+    real_save = torch.save
+
+    def interrupted_save(obj, f):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, as the save begins
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, opt, 2, path)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert load_checkpoint(path, model, opt) == 2 and list(tmp_path.iterdir()) == [path]

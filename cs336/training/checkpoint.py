@@ -8,7 +8,11 @@ resuming exactly needs (RNG states, the data sampler, the config).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -31,6 +35,28 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block has run, then deliver it.
+
+    `torch.save` into a Python file object turns a KeyboardInterrupt raised inside it into a
+    RuntimeError ("PytorchStreamWriter failed writing ..."): an interrupted run would read as a
+    failed write and end without its summary. Held back, the interrupt arrives after the
+    checkpoint is complete and renamed into place. (Python's signal handlers belong to the main
+    thread; in another thread the block runs as it is.)"""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # None: a handler not installed from Python, which could not be put back
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler the process had: KeyboardInterrupt by default
+
+
 def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -43,7 +69,7 @@ def save_checkpoint(
 
     A path is written to a hidden temporary file beside it, flushed to disk and renamed over the
     target only when complete, so a crash, a kill or a full disk while saving leaves the previous
-    file as it was."""
+    file as it was; a Ctrl-C while saving takes effect once the new file is in place."""
     payload = {
         "format": FORMAT,
         "model": _unwrap(model).state_dict(),
@@ -56,14 +82,15 @@ def save_checkpoint(
         return
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _interrupts_held():
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes]) -> dict[str, Any]:
