@@ -254,9 +254,8 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
         fig, axes = plt.subplots(1, 3, figsize=(15, height), gridspec_kw={"width_ratios": [1, 1, 1.2]})
         ax = axes[0]
         ax.barh(screened.index, screened.values, color=["C2" if v < 0 else "C3" for v in screened.values])
-        for i, v in enumerate(screened.values):  # each value beside the zero line, on the side away from its bar
-            ax.annotate(f"{v:+.3f}", (0, i), textcoords="offset points", xytext=(-3 if v >= 0 else 3, -3), fontsize=7,
-                        ha="right" if v >= 0 else "left")
+        for i, v in enumerate(screened.values):  # right of the zero line (a loss) or of the bar's end (a gain)
+            ax.annotate(f"{v:+.3f}", (max(v, 0), i), textcoords="offset points", xytext=(3, -3), fontsize=7, ha="left")
         ax.axvline(0, color="0.3", lw=0.8)
         ax.invert_yaxis()
         ax.set_xlabel("validation loss − baseline's (nats/token)")
@@ -300,12 +299,12 @@ def figure_leaderboard_track(track: str | Path, screen: str | Path):
             for condition in sorted(ensembles):
                 ends = r[(r["run"].map(condition_of) == condition) & r["val_loss"].notna()]
                 ax.plot(ends["wall_s"] / 60, ends["val_loss"], "*", markersize=11, color=colors[ends["run"].iloc[0]],
-                        label=f"{condition}: the mixture ({table.loc[condition, 'mean']:.3f} mean)")
+                        label=f"their mixture ({table.loc[condition, 'mean']:.3f} mean)")
         ax.set_ylim(low - 0.1, low + 1.55)
         ax.set_xlabel("wall-clock (min)")
         ax.set_ylabel(f"validation loss (axis cut at {low + 1.5:.2f})")
         ax.set_title(f"validation curves, every seed; record {record}", fontsize=8, loc="right")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")  # below the curves until their last minutes
         fig.suptitle(f"The CPU leaderboard track ({info.get('name', Path(track).name)}): 10 minutes, validation over every window")
         footer(fig, summary, info, note="screen: one seed on one core beside another run, so fewer steps than the track; "
                "it orders the ideas, the track measures them (paired t-test against the baseline over the same seeds)")
