@@ -39,9 +39,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _interrupts_held() -> Iterator[None]:
     """Hold back Ctrl-C (SIGINT) until the block has run, then deliver it.
 
-    `torch.save` into a Python file object turns a KeyboardInterrupt raised inside it into a
-    RuntimeError ("PytorchStreamWriter failed writing ..."): an interrupted run would read as a
-    failed write and end without its summary. Held back, the interrupt arrives after the
+    `torch.save` into a Python file object can turn a KeyboardInterrupt raised inside its writes
+    into a RuntimeError ("[enforce fail at inline_container.cc] ... unexpected pos"): an interrupted
+    run would read as a failed write and end without its summary. Held back, the interrupt arrives after the
     checkpoint is complete and renamed into place. (Python's signal handlers belong to the main
     thread; in another thread the block runs as it is.)"""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
