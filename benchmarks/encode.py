@@ -1,6 +1,6 @@
 """Encoding throughput of `Tokenizer` against tiktoken, measured in the same run.
 
-    python benchmarks/encode.py [--repeat N] [--dataset-mb N] [--workers K] [--memory-mb A B]
+    python benchmarks/encode.py [--text-rounds N] [--repeat N] [--dataset-mb N] [--workers K] [--memory-mb A B]
 
 Reference: tiktoken's `gpt2` `encode` (one thread), on the same text with the same GPT-2 vocabulary;
 every output is checked equal to tiktoken's. Targets:
@@ -10,8 +10,9 @@ every output is checked equal to tiktoken's. Targets:
   start-up and writing the .npy) of a `--dataset-mb` file of the TinyStories and OpenWebText
   samples in turn: >= 1.4x tiktoken's one thread, with peak memory flat in the file size (measured
   at the two `--memory-mb` sizes).
-Rounds are interleaved and each figure is the best of `--repeat`, so that load from other processes
-on a shared machine hurts both sides alike; beside each ratio of the best times, the median over
+Rounds are interleaved and each figure is the best of the rounds (`--text-rounds` of the one-thread
+encodes, which take a second a round, and `--repeat` of the dataset's), so that load from other
+processes on a shared machine hurts both sides alike; beside each ratio of the best times, the median over
 rounds of the ratio of two times taken in the same round. Every timed call starts after a garbage
 collection.
 `encode_file` runs in a child process of its own, as `cs336 encode` does, so that its workers do
@@ -121,7 +122,8 @@ def child(dataset: Path, out: Path, workers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--text-rounds", type=int, default=15, help="rounds of the one-thread encodes")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the dataset encoding")
     parser.add_argument("--dataset-mb", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--memory-mb", type=float, nargs=2, default=(50.0, 200.0))
@@ -149,7 +151,7 @@ def main() -> None:
     load_before = os.getloadavg()
     capacity = parallel_capacity(args.workers)
     tokens = {}
-    for _ in range(args.repeat):
+    for _ in range(args.text_rounds):
         for name, text in texts.items():
             expected = record(f"{name} tiktoken", lambda: reference.encode(text, allowed_special=allowed))
             tok = pickle.loads(blob)
@@ -185,7 +187,7 @@ def main() -> None:
 
     best_cpu = {k: min(v) for k, v in cpu.items()}
     print(f"{os.cpu_count()} cores; load average (1, 5, 15 min) {' '.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{' '.join(f'{x:.2f}' for x in load_after)} after; best of {args.repeat} interleaved rounds "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} after; best of {args.text_rounds} interleaved rounds (of the dataset's: {args.repeat}) "
           f"(in brackets the median of the rounds' ratios); tiktoken and Tokenizer.encode on 1 thread")
 
     def table(title, megabytes, n_tokens, rows, ref):
