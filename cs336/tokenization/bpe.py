@@ -40,7 +40,7 @@ from collections import defaultdict
 
 from tqdm import tqdm
 
-from cs336.errors import CS336Error
+from cs336.errors import CS336Error, input_file
 from cs336.outputs import output_dir
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, save_vocab_merges
 from cs336.tokenization.pretokenize import count_pretokens_in_file, peak_rss_bytes, reset_peak_rss
@@ -141,13 +141,7 @@ def _pop_best_pair(heap: list[tuple[int, str, str, str]], pair_counts: dict[str,
 
 
 def _check_arguments(input_path, vocab_size: int, special_tokens: list[str]) -> None:
-    path = os.fspath(input_path)
-    if not os.path.exists(path):
-        raise CS336Error(f"input file not found: {path}")
-    if not os.path.isfile(path):
-        raise CS336Error(f"input is not a file: {path}")
-    if os.path.getsize(path) == 0:
-        raise CS336Error(f"input file is empty: {path}")
+    input_file(input_path)
     minimum = 256 + len(special_tokens)
     if vocab_size < minimum:
         raise CS336Error(

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from tqdm import tqdm
 
-from cs336.errors import CS336Error
+from cs336.errors import CS336Error, input_file
 from cs336.outputs import output_file
 from cs336.tokenization.pretokenize import chunk_boundaries
 from cs336.tokenization.tokenizer import Tokenizer
@@ -127,14 +127,8 @@ def encode_file(
     temporary file and renamed at the end, so a failure leaves no partial `.npy` behind.
     """
     t0 = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.exists():
-        raise CS336Error(f"input file not found: {input_path}")
-    if not input_path.is_file():
-        raise CS336Error(f"input is not a file: {input_path}")
+    input_path, output_path = input_file(input_path), Path(output_path)
     size = input_path.stat().st_size
-    if size == 0:
-        raise CS336Error(f"input file is empty: {input_path}")
     output_file(output_path)
     workers = max(1, workers or os.cpu_count() or 1)
     bounds = chunk_boundaries(input_path, chunk_bytes, tokenizer.special_tokens)

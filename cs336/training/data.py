@@ -9,7 +9,7 @@ import numpy.typing as npt
 import torch
 from numpy.lib import format as npy_format
 
-from cs336.errors import CS336Error
+from cs336.errors import CS336Error, input_file
 
 
 def get_batch(dataset: npt.NDArray, batch_size: int, context_length: int, device: str | torch.device, *, generator: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,14 +39,8 @@ def load_tokens(path: str | Path, dtype: str | np.dtype | None = None) -> np.mem
 
     The file's size is checked against what its header (or dtype) promises before it is mapped, so
     an empty, truncated or foreign file is a `CS336Error` naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise CS336Error(f"token file not found: {path}")
-    if not path.is_file():
-        raise CS336Error(f"token file {path} is not a file")
+    path = input_file(path, "token file")
     size = path.stat().st_size
-    if size == 0:
-        raise CS336Error(f"token file {path} is empty (0 bytes)")
     if path.suffix == ".npy":
         dtype, shape, offset = _npy_layout(path)
     else:
