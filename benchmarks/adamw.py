@@ -22,6 +22,21 @@ from cs336.training.config import load_config
 from cs336.runs import build_model
 
 
+def stepped_optimizers(template: list[torch.Tensor], makers: dict) -> dict[str, tuple[list[torch.nn.Parameter], torch.optim.Optimizer]]:
+    """For each `makers[label](params)`: its own copy of the `template` tensors, each with the same
+    fixed random gradient, and the optimizer, stepped once so that its state exists."""
+    grads = [torch.randn_like(p) * 1e-3 for p in template]
+    contenders = {}
+    for label, make in makers.items():
+        params = [torch.nn.Parameter(p.clone()) for p in template]
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt = make(params)
+        opt.step()  # creates the state
+        contenders[label] = (params, opt)
+    return contenders
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -50,15 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(CONFIGS_DIR / f"{name}.toml")
         torch.manual_seed(0)
         template = [p.detach() for p in build_model(cfg.model, device).parameters()]
-        grads = [torch.randn_like(p) * 1e-3 for p in template]
-        contenders = {}
-        for label, make in makers.items():
-            params = [torch.nn.Parameter(p.clone()) for p in template]
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt = make(params)
-            opt.step()  # creates the state
-            contenders[label] = (params, opt)
+        contenders = stepped_optimizers(template, makers)
         a, b = contenders["cs336 loop"][0], contenders["cs336 foreach"][0]
         assert all(torch.equal(x, y) for x, y in zip(a, b)), "foreach differs from the loop"
         best = {label: float("inf") for label in contenders}

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from adamw import stepped_optimizers  # the AdamW benchmark, beside this script
 from cs336 import Muon
 from cs336.paths import CONFIGS_DIR as CONFIGS
 from cs336.runs import build_model, split_hidden_matrices
@@ -40,15 +41,7 @@ def time_config(name: str, steps: int, rounds: int) -> dict[str, tuple[float, fl
     torch.manual_seed(0)
     hidden, _ = split_hidden_matrices(build_model(cfg.model, torch.device("cpu")))
     template = [p.detach() for p in hidden]
-    grads = [torch.randn_like(p) * 1e-3 for p in template]
-    contenders = {}
-    for label, make in MAKERS.items():
-        params = [torch.nn.Parameter(p.clone()) for p in template]
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt = make(params)
-        opt.step()  # creates the state
-        contenders[label] = (params, opt)
+    contenders = stepped_optimizers(template, MAKERS)
     ours, theirs = contenders["cs336 bf16"][0], contenders["torch"][0]
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), "cs336 bf16 differs from torch.optim.Muon"
     times: dict[str, list[tuple[float, float]]] = {label: [] for label in contenders}
