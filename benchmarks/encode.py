@@ -12,9 +12,9 @@ every output is checked equal to tiktoken's. Targets:
   at the two `--memory-mb` sizes).
 Rounds are interleaved and each figure is the best of the rounds (`--text-rounds` of the one-thread
 encodes, which take a second a round, and `--repeat` of the dataset's), so that load from other
-processes on a shared machine hurts both sides alike; beside each ratio of the best times, the median over
-rounds of the ratio of two times taken in the same round. Every timed call starts after a garbage
-collection.
+processes on a shared machine hurts both sides alike; beside each ratio of the best times, the
+median over rounds of the ratio of two times taken in the same round. Every timed call starts after
+a garbage collection.
 `encode_file` runs in a child process of its own, as `cs336 encode` does, so that its workers do
 not inherit this process's copies of the text and of tiktoken's ids.
 """
