@@ -112,17 +112,58 @@ def merge_heap(ids: list[int], merges: MergeTable) -> list[int]:
 # Many pre-tokens at once
 # ---------------------------------------------------------------------------------------------
 NO_RANK = np.iinfo(np.int32).max  # the rank of a pair without a merge: above every real rank
-_EMPTY = -1  # a free slot of `PairRanks`' hash table
+_EMPTY = -1  # a free slot of an `IntTable`
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: Knuth's multiplicative hash
+
+
+class IntTable:
+    """A dictionary from non-negative int64 keys to int32 values that looks up many keys in one
+    call: numpy has none, so this is a small one, an open-addressing hash table with linear
+    probing kept at most a quarter full, so that a lookup rarely probes twice.
+
+    >>> table = IntTable(np.array([7, 2**40]), np.array([1, 2]))
+    >>> table.get(np.array([2**40, 5, 7]), -1).tolist()
+    [2, -1, 1]
+    """
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray):
+        bits = max(2, (4 * len(keys) - 1).bit_length())
+        self._shift, self._mask = np.uint64(64 - bits), (1 << bits) - 1
+        self._keys = np.full(1 << bits, _EMPTY, np.int64)
+        self._values = np.zeros(1 << bits, np.int32)
+        todo, slot = np.arange(len(keys)), self._home(keys)
+        while len(todo):
+            free = np.flatnonzero(self._keys[slot] == _EMPTY)
+            # Of the keys that want the same free slot, the first takes it; the others probe on.
+            taken, first = np.unique(slot[free], return_index=True)
+            self._keys[taken], self._values[taken] = keys[todo[free[first]]], values[todo[free[first]]]
+            waiting = np.ones(len(todo), bool)
+            waiting[free[first]] = False
+            todo, slot = todo[waiting], (slot[waiting] + 1) & self._mask
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys.astype(np.uint64) * _GOLDEN) >> self._shift).astype(np.int64)
+
+    def get(self, keys: np.ndarray, default: int) -> np.ndarray:
+        """The value of each key, or `default` where it has none."""
+        keys = keys.astype(np.int64, copy=False)
+        out = np.full(len(keys), default, np.int32)
+        todo, slot = np.arange(len(keys)), self._home(keys)
+        while len(todo):
+            held = self._keys[slot]
+            found = held == keys[todo]
+            out[todo[found]] = self._values[slot[found]]
+            probe = ~found & (held != _EMPTY)  # another key sits there: try the next slot
+            todo, slot = todo[probe], (slot[probe] + 1) & self._mask
+        return out
 
 
 class PairRanks:
     """A merge table in numpy arrays, to look up the ranks of many pairs in one call.
 
-    numpy has no dictionary, so this is a small one: an open-addressing hash table with linear
-    probing, whose keys are `left * n_ids + right` and whose values are ranks, kept at most a
-    quarter full so that a lookup rarely probes twice. `merged[rank]` is the id a merge makes.
-    Pairs of two single bytes, which every pre-token starts with, also get a dense table.
+    The pairs are keys `left * n_ids + right` of an `IntTable` whose values are ranks, and
+    `merged[rank]` is the id a merge makes. Pairs of two single bytes, which every pre-token starts
+    with, also get a dense table.
 
     >>> table = PairRanks({(1, 2): (0, 4), (4, 3): (1, 5)}, byte_ids=list(range(256)), n_ids=6)
     >>> table.ranks(np.array([1, 4, 2]), np.array([2, 3, 1])).tolist() == [0, 1, NO_RANK]
@@ -131,45 +172,99 @@ class PairRanks:
 
     def __init__(self, merges: MergeTable, byte_ids: list[int], n_ids: int):
         self.n_ids = n_ids
-        bits = max(2, (4 * len(merges) - 1).bit_length())
-        self._shift, self._mask = np.uint64(64 - bits), (1 << bits) - 1
-        self._keys = np.full(1 << bits, _EMPTY, np.int64)
-        self._ranks = np.full(1 << bits, NO_RANK, np.int32)
+
         def columns(pairs) -> np.ndarray:  # `len(merges)` pairs of ints -> their two columns
             return np.fromiter(chain.from_iterable(pairs), np.int64, 2 * len(merges)).reshape(-1, 2).T
 
         (left, right), (ranks, merged) = columns(merges), columns(merges.values())
         self.merged = np.zeros(len(merges) and ranks.max() + 1, np.int32)
         self.merged[ranks] = merged
-        self._insert(left * n_ids + right, ranks)
+        self._table = IntTable(left * n_ids + right, ranks)
         self.byte_ids = np.array(byte_ids, np.int32)
         self.byte_pair_ranks = self.ranks(np.repeat(self.byte_ids, 256), np.tile(self.byte_ids, 256))
 
-    def _home(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys.astype(np.uint64) * _GOLDEN) >> self._shift).astype(np.int64)
-
-    def _insert(self, keys: np.ndarray, ranks: np.ndarray) -> None:
-        todo, slot = np.arange(len(keys)), self._home(keys)
-        while len(todo):
-            free = np.flatnonzero(self._keys[slot] == _EMPTY)
-            # Of the keys that want the same free slot, the first takes it; the others probe on.
-            taken, first = np.unique(slot[free], return_index=True)
-            self._keys[taken], self._ranks[taken] = keys[todo[free[first]]], ranks[todo[free[first]]]
-            waiting = np.ones(len(todo), bool)
-            waiting[free[first]] = False
-            todo, slot = todo[waiting], (slot[waiting] + 1) & self._mask
-
     def ranks(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """The rank of each pair `(left[i], right[i])`, or `NO_RANK` where it has no merge."""
-        keys = left.astype(np.int64) * self.n_ids + right
-        out = np.full(len(keys), NO_RANK, np.int32)
-        todo, slot = np.arange(len(keys)), self._home(keys)
-        while len(todo):
-            held = self._keys[slot]
-            found = held == keys[todo]
-            out[todo[found]] = self._ranks[slot[found]]
-            probe = ~found & (held != _EMPTY)  # another key sits there: try the next slot
-            todo, slot = todo[probe], (slot[probe] + 1) & self._mask
+        return self._table.get(left.astype(np.int64) * self.n_ids + right, NO_RANK)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole tokens among many pre-tokens
+# ---------------------------------------------------------------------------------------------
+_BASE = np.uint64(0x100000001B3)  # odd, so invertible modulo 2^64
+_BASE_INVERSE = np.uint64(pow(int(_BASE), -1, 1 << 64))
+_LOW_63 = np.uint64((1 << 63) - 1)
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+    """base^0 .. base^(n-1) modulo 2^64 (numpy's uint64 products wrap around)."""
+    out = np.full(n, base, np.uint64)
+    out[:1] = 1
+    return np.cumprod(out)
+
+
+def substring_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 63-bit hash of each `data[starts[i]:ends[i]]` (bytes as uint8), the same wherever the
+    substring lies: `sum(b_j * B^j)` modulo 2^64, from one running sum over `data`, shifted back
+    to position 0 by the inverse of `B^start`.
+
+    >>> data = np.frombuffer(b"abcab", np.uint8)
+    >>> h = substring_hashes(data, np.array([0, 3, 1]), np.array([2, 5, 3]))
+    >>> bool(h[0] == h[1]), bool(h[0] == h[2])
+    (True, False)
+    """
+    n = len(data)
+    running = np.zeros(n + 1, np.uint64)
+    np.cumsum(data * _powers(_BASE, n), out=running[1:])
+    return (((running[ends] - running[starts]) * _powers(_BASE_INVERSE, n + 1)[starts]) & _LOW_63).astype(np.int64)
+
+
+def substrings_equal(data: np.ndarray, starts: np.ndarray, other: np.ndarray, other_starts: np.ndarray,
+                     lengths: np.ndarray) -> np.ndarray:
+    """Whether `data[starts[i]:][:lengths[i]]` equals `other[other_starts[i]:][:lengths[i]]`, for
+    each i (every length > 0)."""
+    if not len(lengths):
+        return np.zeros(0, bool)
+    offsets = np.cumsum(lengths) - lengths
+    within = np.arange(offsets[-1] + lengths[-1]) - np.repeat(offsets, lengths)
+    same = data[np.repeat(starts, lengths) + within] == other[np.repeat(other_starts, lengths) + within]
+    return np.logical_and.reduceat(same, offsets)
+
+
+class WholeTokens:
+    """Which of many pre-tokens are whole tokens, in a few numpy calls: `tokens` maps each token
+    whose bytes merge into itself (and that is one pre-token) to its id.
+
+    The tokens' bytes lie end to end in one array, and an `IntTable` maps the hash of each
+    (`substring_hashes`) to its id. A pre-token whose hash is found is compared byte for byte
+    with the token found, so a hash collision can never give a wrong id.
+
+    >>> whole = WholeTokens({b" cat": 9, b"a": 3})
+    >>> data = np.frombuffer(b" cat cab", np.uint8)
+    >>> whole.ids(data, np.array([0, 4, 2]), np.array([4, 8, 3])).tolist()
+    [9, -1, 3]
+    """
+
+    def __init__(self, tokens: dict[bytes, int]):
+        lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+        ids = np.fromiter(tokens.values(), np.int64, len(tokens))
+        self._bytes = np.frombuffer(b"".join(tokens), np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        size = int(ids.max()) + 1 if len(ids) else 0
+        self._start, self._length = np.zeros(size, np.int64), np.zeros(size, np.int32)
+        self._start[ids], self._length[ids] = starts, lengths
+        self._table = IntTable(substring_hashes(self._bytes, starts, starts + lengths), ids)
+
+    def ids(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+        """The id of each pre-token `data[starts[i]:ends[i]]` that is a whole token, else -1."""
+        if hashes is None:
+            hashes = substring_hashes(data, starts, ends)
+        ids = self._table.get(hashes, -1).astype(np.int64)
+        found = np.flatnonzero(ids >= 0)
+        found = found[self._length[ids[found]] == ends[found] - starts[found]]
+        same = substrings_equal(data, starts[found], self._bytes, self._start[ids[found]], ends[found] - starts[found])
+        out = np.full(len(starts), -1, np.int64)
+        out[found[same]] = ids[found[same]]
         return out
 
 

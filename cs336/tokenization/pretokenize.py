@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from itertools import chain, islice
 
+import numpy as np
 import regex
 from tqdm import tqdm
 
@@ -79,12 +80,66 @@ _ASCII_PATTERN = re.compile(
 )
 
 
-# The ASCII characters that are neither letters, digits nor whitespace: punctuation and control
-# characters. A space, ASCII letters, then maybe such symbols (" cat", " cat.", " end.)") are at
-# most two pre-tokens, " cat" and ".)": the letter run stops at the first symbol, and the symbols
-# form one run to the end (an apostrophe starts a contraction only with a letter after it). A
-# test checks this against the GPT-2 pattern.
-ASCII_SYMBOLS = "".join(c for c in map(chr, range(0x80)) if not c.isalnum() and c not in "\t\n\x0b\x0c\r ")
+# The GPT-2 pattern on many pieces at once, in numpy. Its matches are the runs of one class of
+# character -- letters (`\p{L}`), numbers (`\p{N}`), whitespace (`\s`), anything else -- amended
+# three times:
+#   - a whitespace run followed by something else leaves its last character to a match of its own
+#     (`\s+(?!\S)` stops one short, `\s+` takes the last one);
+#   - a space (U+0020) followed by something else than whitespace joins that character's match
+#     (` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`);
+#   - an apostrophe followed by s, d, m, t, ll, ve or re is a match of its own (a contraction) where
+#     a match starts: unless a run of "anything else" reaches it (which the apostrophe would join),
+#     or a space joins it.
+# A test checks this against the pattern.
+_LETTER, _NUMBER, _SPACE, _OTHER, _UNKNOWN = range(5)
+_CLASS = np.full(0x110000, _UNKNOWN, np.uint8)  # each code point's class, filled in as met
+_CLASS_PATTERNS = [(_LETTER, regex.compile(r"\p{L}")), (_NUMBER, regex.compile(r"\p{N}")), (_SPACE, regex.compile(r"\s"))]
+_CONTRACTIONS = ["s", "d", "m", "t", "ll", "ve", "re"]  # after an apostrophe
+
+
+def _classes(chars: np.ndarray) -> np.ndarray:
+    kind = _CLASS[chars]
+    unknown = kind == _UNKNOWN
+    if unknown.any():
+        for c in np.unique(chars[unknown]).tolist():
+            _CLASS[c] = next((k for k, pattern in _CLASS_PATTERNS if pattern.match(chr(c))), _OTHER)
+        kind = _CLASS[chars]
+    return kind
+
+
+def pretoken_starts(chars: np.ndarray, piece_starts: np.ndarray) -> np.ndarray:
+    """Where the pre-tokens of many pieces start, each piece pre-tokenized alone: `chars` holds the
+    pieces' code points end to end (uint32, as `str.encode("utf-32-le")` gives them), piece i from
+    `piece_starts[i]` (ascending, the first 0). Every piece start that is not the end of `chars` is
+    among the positions returned, which ascend.
+
+    >>> chars = np.frombuffer(" cat's.\\n\\nThé 42x".encode("utf-32-le"), np.uint32)
+    >>> [t.tobytes().decode("utf-32-le") for t in np.split(chars, pretoken_starts(chars, np.array([0, 12]))[1:])]
+    [' cat', "'s", '.', '\\n', '\\n', 'Thé', ' 42', 'x']
+    """
+    n = len(chars)
+    kind = _classes(chars)
+    start = np.ones(n + 1, bool)  # start[i]: a pre-token starts at i
+    np.not_equal(kind[1:], kind[:-1], out=start[1:n])
+    start[piece_starts] = True
+    boundary = np.zeros(n + 1, bool)  # where a piece starts or `chars` ends
+    boundary[piece_starts] = boundary[n] = True
+    runs = np.flatnonzero(start[:n])
+    ends = np.append(runs[1:], n)
+    followed = (kind[runs] == _SPACE) & (ends - runs > 1) & ~boundary[ends]
+    start[ends[followed] - 1] = True
+    joined = np.flatnonzero(chars[: n - 1] == ord(" ")) + 1
+    joined = joined[(kind[joined] != _SPACE) & ~boundary[joined]]
+    start[joined] = False
+    apostrophes = np.flatnonzero(chars == ord("'"))
+    apostrophes = apostrophes[start[apostrophes]]  # where a match starts
+    for ending in _CONTRACTIONS:
+        at = apostrophes[apostrophes + len(ending) < n]
+        for k, c in enumerate(ending, 1):  # the ending follows, in the same piece
+            at = at[(chars[at + k] == ord(c)) & ~boundary[at + k]]
+        start[at + 1] = False
+        start[at + len(ending) + 1] = True
+    return np.flatnonzero(start[:n])
 
 
 def pretokenize_pieces(pieces: list[str]) -> list[list[str]]:

@@ -11,8 +11,10 @@ Encoding runs in three stages, each independent of the next:
 text repeats the same few thousand words, so the text is first cut into pieces at pre-token
 boundaries (pieces like `" cat."` or `" end.\\n\\nThe"`, see `pretokenize.space_pieces`) and each distinct
 piece is pre-tokenized and merged once; after warm-up almost every piece costs one dict lookup.
-The pieces a text brings that the caches lack are collected first and encoded together, so that
-all their new pre-tokens are merged in one `merge.merge_many` call instead of one by one.
+The pieces a text brings that the caches lack are collected first and encoded together in a few
+numpy calls (`_Texts`): pre-tokenized by `pretokenize.pretoken_starts`, the whole tokens among
+their pre-tokens looked up by `merge.WholeTokens`, and the rest merged in one `merge.merge_many`
+call instead of one by one.
 
 >>> vocab = {i: bytes([i]) for i in range(256)} | {256: b"hi", 257: b" hi"}
 >>> tok = Tokenizer(vocab, [(b"h", b"i"), (b" ", b"hi")], special_tokens=["<|eot|>"])
@@ -33,15 +35,26 @@ from itertools import chain, islice
 from operator import iadd
 from pathlib import Path
 
+import numpy as np
+
 from cs336.errors import CS336Error
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
-from cs336.tokenization.merge import MergeTable, PairRanks, merge_fast, merge_heap, merge_many, merge_plain
+from cs336.tokenization.merge import (
+    MergeTable,
+    PairRanks,
+    WholeTokens,
+    merge_fast,
+    merge_heap,
+    merge_many,
+    merge_plain,
+    substring_hashes,
+    substrings_equal,
+)
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
-    ASCII_SYMBOLS,
     GPT2_REGEX,
     is_safe_split,
-    pretokenize_pieces,
+    pretoken_starts,
     space_pieces,
     split_on_special_tokens,
 )
@@ -102,6 +115,7 @@ class Tokenizer:
             self._merges.setdefault((self._id_of[a], self._id_of[b]), (rank, self._id_of[a + b]))
         self._pair_ranks = PairRanks(self._merges, self._byte_ids, max(self.vocab) + 1)
         self._whole = self._whole_tokens()
+        self._whole_ids = WholeTokens({t.encode("utf-8"): ids[0] for t, ids in self._whole.items()})
         self._special_ids = {s: self._id_of[s.encode("utf-8")] for s in self.special_tokens}
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
         self.cache_size = cache_size
@@ -131,9 +145,10 @@ class Tokenizer:
         """`{text: (id,)}` for each token that is one pre-token and whose bytes merge into it.
 
         That is nearly every token (GPT-2: 49,912 of 50,257), and such tokens are most of the
-        pieces and new pre-tokens of a text (" the", " cat"), so the caches start with them: they
-        cost a fresh tokenizer no work (tiktoken, too, looks a pre-token up in the vocab before
-        merging it). The tokens whose bytes merge into something else are left to the merges.
+        pieces and new pre-tokens of a text (" the", " cat"), so the piece caches start with them,
+        and `_whole_ids` finds them among new pre-tokens: they cost a fresh tokenizer no merging
+        (tiktoken, too, looks a pre-token up in the vocab before merging it). The tokens whose bytes
+        merge into something else are left to the merges.
         """
         tokens = [t for t in self._id_of if t]
         whole = {}
@@ -150,8 +165,9 @@ class Tokenizer:
         # text -> its ids, as tuples: they are only ever copied out, and the garbage collector
         # stops tracking a tuple of ints, so a large cache costs it nothing. A token that is one
         # pre-token is also a piece that pre-tokenizes to itself; led by a space, it is a spaced
-        # piece.
-        self._pretoken_cache: dict[str, tuple[int, ...]] = dict(self._whole)
+        # piece. The pre-token cache keeps the merged pre-tokens that are not whole tokens (those
+        # `_whole_ids` finds), by their UTF-8 bytes.
+        self._pretoken_cache: dict[bytes, tuple[int, ...]] = {}
         self._piece_cache: dict[str, tuple[int, ...]] = {t: ids for t, ids in self._whole.items() if t[0] != " "}
         self._spaced_cache: dict[str, tuple[int, ...]] = {  # part -> ids of " " + part
             t[1:]: ids for t, ids in self._whole.items() if t[0] == " "
@@ -182,32 +198,20 @@ class Tokenizer:
         merge = merge_heap if len(word) >= _HEAP_FROM else merge_fast
         return merge([self._byte_ids[b] for b in word], self._merges)
 
-    def _encode_missed(self, pieces: list[str], parts: list[str]) -> list[tuple[dict, str]]:
+    def _encode_missed(self, pieces: list[str], parts: list[str]) -> list[tuple[dict, str | bytes]]:
         """Put the ids of `pieces` and of the spaced `parts` (" " + part) into the piece caches,
-        merging all their new pre-tokens together (`_merge_words`). Returns the `(cache, key)`
-        entries too long to keep, for `encode` to drop once it has used them."""
-        # A part of ASCII letters, then maybe ASCII symbols ("cat", "cat.", "end.)"), is with its
-        # space the pre-tokens " cat" and "." (see `ASCII_SYMBOLS`): about half of the new parts
-        # of English text, and they need no pattern call. The others are pre-tokenized.
-        words, heads, tails, others = [], [], [], []
-        for part in parts:
-            head = part.rstrip(ASCII_SYMBOLS)
-            if head.isascii() and head.isalpha():
-                words.append(part)
-                heads.append(" " + head)
-                tails.append(part[len(head) :])
-            else:
-                others.append(part)
-        pretokens = pretokenize_pieces(pieces + list(map(" ".__add__, others)))
-        new = set(chain.from_iterable(pretokens)).union(heads, tails)
-        new.discard("")  # the tail of a word without symbols
-        new = list(new.difference(self._pretoken_cache))
-        self._pretoken_cache.update(zip(new, map(tuple, self._merge_words([p.encode("utf-8") for p in new]))))
-        get = self._pretoken_cache.__getitem__
-        ids = [get(p[0]) if len(p) == 1 else sum(map(get, p), ()) for p in pretokens]
+        all of them together in a few numpy calls (`_Texts`), merging their new pre-tokens in one
+        `_merge_words` call. Returns the `(cache, key)` entries too long to keep, for `encode` to
+        drop once it has used them."""
+        texts = "".join(pieces) + " " + " ".join(parts) if parts else "".join(pieces)
+        lengths = np.concatenate([np.fromiter(map(len, pieces), np.int64, len(pieces)),
+                                  np.fromiter(map(len, parts), np.int64, len(parts)) + 1])
+        batch = _Texts(texts, np.cumsum(lengths) - lengths, self._whole_ids)
+        new = [word for word in batch.words if word not in self._pretoken_cache]
+        self._pretoken_cache.update(zip(new, map(tuple, self._merge_words(new))))
+        ids = batch.ids(list(map(self._pretoken_cache.__getitem__, batch.words)))
         self._piece_cache.update(zip(pieces, ids))
-        self._spaced_cache.update(zip(others, ids[len(pieces) :]))
-        self._spaced_cache.update(zip(words, [get(h) + get(t) if t else get(h) for h, t in zip(heads, tails)]))
+        self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
         too_long = []
         for cache, keys in ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new)):
             if max(map(len, keys), default=0) > _CACHE_KEY_MAX:
@@ -357,6 +361,57 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={len(self.vocab)}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+
+
+class _Texts:
+    """Many texts, encoded together in a few numpy calls: each is pre-tokenized alone
+    (`pretoken_starts`), the whole tokens among the pre-tokens are looked up (`WholeTokens`), and
+    `words` are the UTF-8 bytes of the others, each distinct one once, for the caller to merge;
+    `ids` then gives each text's ids. `texts` holds them end to end, text i from character
+    `text_starts[i]`.
+    """
+
+    def __init__(self, texts: str, text_starts: np.ndarray, whole_tokens: WholeTokens):
+        chars = np.frombuffer(texts.encode("utf-32-le"), np.uint32)
+        data = np.frombuffer(texts.encode("utf-8"), np.uint8)
+        starts = pretoken_starts(chars, text_starts)
+        if len(data) > len(chars):  # not all ASCII: character offsets to byte offsets
+            offsets = np.zeros(len(chars) + 1, np.int64)
+            np.cumsum(1 + (chars >= 0x80) + (chars >= 0x800) + (chars >= 0x10000), out=offsets[1:])
+            starts, text_starts = offsets[starts], offsets[text_starts]
+        self.starts, self.text_starts = starts, text_starts
+        ends = np.append(starts[1:], len(data))
+        lengths = ends - starts
+        hashes = substring_hashes(data, starts, ends)
+        self.whole = whole_tokens.ids(data, starts, ends, hashes)
+        self.new = np.flatnonzero(self.whole < 0)
+        # The same hash and the same bytes: the same pre-token, merged once.
+        _, first, group = np.unique(hashes[self.new], return_index=True, return_inverse=True)
+        self.group = group.reshape(-1)
+        same = self.new[first][self.group]  # for each new pre-token, the first one with its hash
+        if not (np.array_equal(lengths[self.new], lengths[same])
+                and substrings_equal(data, starts[self.new], data, starts[same], lengths[self.new]).all()):
+            first, self.group = np.arange(len(self.new)), np.arange(len(self.new))  # a collision: each alone
+        distinct = self.new[first]
+        raw = data.tobytes()
+        self.words = [raw[a:b] for a, b in zip(starts[distinct].tolist(), ends[distinct].tolist())]
+
+    def ids(self, merged: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Each text's ids, given the merged ids of each of `words`."""
+        # Every pre-token's ids end to end: a whole token's id, or its distinct pre-token's merged
+        # ids, gathered from `values` (all the merged ids, then the whole tokens').
+        merged_lengths = np.fromiter(map(len, merged), np.int64, len(merged))
+        is_whole = self.whole >= 0
+        values = np.concatenate([np.fromiter(chain.from_iterable(merged), np.int64, merged_lengths.sum()), self.whole[is_whole]])
+        counts = np.ones(len(self.starts), np.int64)
+        counts[self.new] = merged_lengths[self.group]
+        source = np.empty(len(self.starts), np.int64)  # where each pre-token's ids start in `values`
+        source[self.new] = (np.cumsum(merged_lengths) - merged_lengths)[self.group]
+        source[is_whole] = np.arange(len(values) - is_whole.sum(), len(values))
+        offsets = np.cumsum(counts) - counts
+        flat = values[np.repeat(source - offsets, counts) + np.arange(counts.sum())].tolist()
+        bounds = np.append(offsets, len(flat))[np.searchsorted(self.starts, self.text_starts)].tolist() + [len(flat)]
+        return list(map(tuple, map(flat.__getitem__, map(slice, bounds, bounds[1:]))))
 
 
 def load_tokenizer(
