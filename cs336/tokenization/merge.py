@@ -255,7 +255,8 @@ class WholeTokens:
         self._start[ids], self._length[ids] = starts, lengths
         self._table = IntTable(substring_hashes(self._bytes, starts, starts + lengths), ids)
 
-    def ids(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+    def ids(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            hashes: np.ndarray | None = None) -> np.ndarray:
         """The id of each pre-token `data[starts[i]:ends[i]]` that is a whole token, else -1."""
         if hashes is None:
             hashes = substring_hashes(data, starts, ends)

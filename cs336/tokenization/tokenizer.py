@@ -204,17 +204,26 @@ class Tokenizer:
         `_merge_words` call. Returns the `(cache, key)` entries too long to keep, for `encode` to
         drop once it has used them."""
         texts = "".join(pieces) + " " + " ".join(parts) if parts else "".join(pieces)
-        lengths = np.concatenate([np.fromiter(map(len, pieces), np.int64, len(pieces)),
-                                  np.fromiter(map(len, parts), np.int64, len(parts)) + 1])
-        batch = _Texts(texts, np.cumsum(lengths) - lengths, self._whole_ids)
+        chars = np.frombuffer(texts.encode("utf-32-le"), np.uint32)
+        piece_lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+        after_pieces = int(piece_lengths.sum())
+        # A part holds no space (`space_pieces` cut at them), so the spaces after the pieces are
+        # where the spaced parts start.
+        part_starts = np.flatnonzero(chars[after_pieces:] == ord(" ")) + after_pieces
+        text_starts = np.concatenate([np.cumsum(piece_lengths) - piece_lengths, part_starts])
+        batch = _Texts(texts, chars, text_starts, self._whole_ids)
         new = [word for word in batch.words if word not in self._pretoken_cache]
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words(new))))
         ids = batch.ids(list(map(self._pretoken_cache.__getitem__, batch.words)))
         self._piece_cache.update(zip(pieces, ids))
         self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
         too_long = []
-        for cache, keys in ((self._piece_cache, pieces), (self._spaced_cache, parts), (self._pretoken_cache, new)):
-            if max(map(len, keys), default=0) > _CACHE_KEY_MAX:
+        for cache, keys, longest in (
+            (self._piece_cache, pieces, piece_lengths.max(initial=0)),
+            (self._spaced_cache, parts, np.diff(part_starts, append=len(chars)).max(initial=1) - 1),
+            (self._pretoken_cache, new, max(map(len, new), default=0)),
+        ):
+            if longest > _CACHE_KEY_MAX:
                 too_long += [(cache, key) for key in keys if len(key) > _CACHE_KEY_MAX]
         return too_long
 
@@ -368,11 +377,10 @@ class _Texts:
     (`pretoken_starts`), the whole tokens among the pre-tokens are looked up (`WholeTokens`), and
     `words` are the UTF-8 bytes of the others, each distinct one once, for the caller to merge;
     `ids` then gives each text's ids. `texts` holds them end to end, text i from character
-    `text_starts[i]`.
+    `text_starts[i]`, and `chars` are its code points (uint32).
     """
 
-    def __init__(self, texts: str, text_starts: np.ndarray, whole_tokens: WholeTokens):
-        chars = np.frombuffer(texts.encode("utf-32-le"), np.uint32)
+    def __init__(self, texts: str, chars: np.ndarray, text_starts: np.ndarray, whole_tokens: WholeTokens):
         data = np.frombuffer(texts.encode("utf-8"), np.uint8)
         starts = pretoken_starts(chars, text_starts)
         if len(data) > len(chars):  # not all ASCII: character offsets to byte offsets
@@ -402,7 +410,8 @@ class _Texts:
         # ids, gathered from `values` (all the merged ids, then the whole tokens').
         merged_lengths = np.fromiter(map(len, merged), np.int64, len(merged))
         is_whole = self.whole >= 0
-        values = np.concatenate([np.fromiter(chain.from_iterable(merged), np.int64, merged_lengths.sum()), self.whole[is_whole]])
+        merged_ids = np.fromiter(chain.from_iterable(merged), np.int64, merged_lengths.sum())
+        values = np.concatenate([merged_ids, self.whole[is_whole]])
         counts = np.ones(len(self.starts), np.int64)
         counts[self.new] = merged_lengths[self.group]
         source = np.empty(len(self.starts), np.int64)  # where each pre-token's ids start in `values`
@@ -410,7 +419,8 @@ class _Texts:
         source[is_whole] = np.arange(len(values) - is_whole.sum(), len(values))
         offsets = np.cumsum(counts) - counts
         flat = values[np.repeat(source - offsets, counts) + np.arange(counts.sum())].tolist()
-        bounds = np.append(offsets, len(flat))[np.searchsorted(self.starts, self.text_starts)].tolist() + [len(flat)]
+        first_pretokens = np.searchsorted(self.starts, self.text_starts)
+        bounds = np.append(offsets, len(flat))[first_pretokens].tolist() + [len(flat)]
         return list(map(tuple, map(flat.__getitem__, map(slice, bounds, bounds[1:]))))
 
 
