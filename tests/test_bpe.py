@@ -352,6 +352,20 @@ def test_fast_counting_equals_plain_counting(path):
         assert count_pretokens_fast(text, special_tokens) == count_pretokens(text, special_tokens)
 
 
+def test_fast_counting_survives_hash_collisions(monkeypatch):
+    """Equal pre-tokens are found by hash, then compared: with many hashes the same, the counts
+    are still exact, in the same order (the order the pre-tokens first occur)."""
+    import cs336.tokenization.hashing as hashing
+    from test_tokenizer import fuzz_texts
+
+    text = (FIXTURES / "corpus.en").read_text(encoding="utf-8")[:30_000] + "".join(fuzz_texts(100, seed=3))
+    expected = count_pretokens_fast(text, [EOT])
+    assert expected == count_pretokens(text, [EOT])
+    monkeypatch.setattr(hashing, "substring_hashes", lambda data, starts, ends: (ends - starts) % 2)
+    got = count_pretokens_fast(text, [EOT])
+    assert got == expected and list(got) == list(expected)
+
+
 def test_whitespace_class_is_exactly_what_regex_calls_whitespace():
     everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
     assert regex.findall(f"[{_WHITESPACE}]", everything) == regex.findall(r"\s", everything)

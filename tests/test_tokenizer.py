@@ -18,7 +18,6 @@ from cs336.errors import CS336Error
 from cs336.tokenization import END_OF_TEXT as EOT
 from cs336.tokenization.pretokenize import GPT2_REGEX, space_pieces, split_on_special_tokens
 from cs336.tokenization.merge import merge_fast, merge_heap, merge_plain
-from cs336.tokenization.pretokenize import pretokenize_pieces
 
 from conftest import FIXTURES, TINYSTORIES
 
@@ -351,14 +350,6 @@ def test_encode_equals_the_plain_reference(gpt2):
         assert gpt2.encode(text) == gpt2._encode_plain(text), repr(text[:80])
 
 
-def test_pretokenize_pieces_equals_the_gpt2_regex():
-    rng = random.Random(9)
-    ascii_pieces = [p for p in PIECES if p.isascii()] + [chr(c) for c in range(0x80)]
-    texts = ["".join(rng.choice(ascii_pieces) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
-    texts += fuzz_texts(300, seed=10) + ["\x1c\x1d \x1e\x1f", "a\n\n\nb", "a \n\tb\n", "x'LL'll 's"]
-    assert pretokenize_pieces(texts) == list(map(GPT2_REGEX.findall, texts))
-
-
 def test_pretoken_starts_equal_the_gpt2_regex():
     """Many pieces pre-tokenized together in numpy, dense in whitespace runs, spaces before and
     after them, apostrophes before contraction endings (and near misses), runs of each class,
@@ -385,7 +376,7 @@ def test_pretoken_starts_equal_the_gpt2_regex():
 def test_hash_collisions_never_give_wrong_ids(gpt2, monkeypatch):
     """`_encode_ascii` finds whole tokens and repeated pre-tokens by hash, then compares bytes:
     with every hash the same, a fresh tokenizer still encodes every text exactly."""
-    import cs336.tokenization.merge as merge
+    import cs336.tokenization.hashing as hashing
     import cs336.tokenization.tokenizer as tokenizer
 
     texts = fuzz_texts(200, seed=24) + [CORPORA[0].read_text(encoding="utf-8")[:20_000]]
@@ -393,7 +384,7 @@ def test_hash_collisions_never_give_wrong_ids(gpt2, monkeypatch):
     for collide in (lambda data, starts, ends: np.zeros(len(starts), np.int64),
                     lambda data, starts, ends: (ends - starts) % 3):  # same length, same hash
         monkeypatch.setattr(tokenizer, "substring_hashes", collide)
-        monkeypatch.setattr(merge, "substring_hashes", collide)
+        monkeypatch.setattr(hashing, "substring_hashes", collide)
         tok = pickle.loads(pickle.dumps(gpt2))
         assert [tok.encode(text) for text in texts] == expected
 

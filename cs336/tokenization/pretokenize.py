@@ -21,6 +21,7 @@ import regex
 from tqdm import tqdm
 
 from cs336.errors import CS336Error
+from cs336.tokenization.hashing import distinct_substrings
 
 
 # The GPT-2 pre-tokenizer pattern: contractions, letters, numbers, other symbols (each optionally
@@ -68,16 +69,6 @@ def pretokenize(text: str) -> list[str]:
     ['Hello', ',', ' world', '!', ' ', ' ok']
     """
     return GPT2_REGEX.findall(text)
-
-
-# The GPT-2 pattern for ASCII text, in plain character classes that the standard `re` module
-# matches with less overhead per call than `regex` matches `\p{L}` / `\p{N}`. `\s` is spelled out
-# as the six ASCII White_Space characters, as `regex` (and tiktoken) mean it; `re` would also
-# count \x1c-\x1f. A test checks it against `GPT2_REGEX`.
-_WS = r"\t\n\x0b\x0c\r "
-_ASCII_PATTERN = re.compile(
-    rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
-)
 
 
 # The GPT-2 pattern on many pieces at once, in numpy. Its matches are the runs of one class of
@@ -142,14 +133,21 @@ def pretoken_starts(chars: np.ndarray, piece_starts: np.ndarray) -> np.ndarray:
     return np.flatnonzero(start[:n])
 
 
-def pretokenize_pieces(pieces: list[str]) -> list[list[str]]:
-    """`pretokenize` of each piece, the ASCII ones with the cheaper ASCII pattern.
+def join_pieces(pieces: list[str], parts: list[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """`pieces`, then each of `parts` led by a space, end to end, for `pretoken_starts`: the text,
+    its code points (uint32) and where each piece starts. A part holds no space (as `space_pieces`
+    cuts them), so the spaces after the pieces are where the parts start.
 
-    >>> pretokenize_pieces([" don't!", " café.", " cat"])
-    [[' don', "'t", '!'], [' café', '.'], [' cat']]
+    >>> text, chars, starts = join_pieces(["a.", "\\n"], ["cat", ""])
+    >>> text, starts.tolist()
+    ('a.\\n cat ', [0, 2, 3, 7])
     """
-    ascii_findall, findall = _ASCII_PATTERN.findall, GPT2_REGEX.findall
-    return [(ascii_findall if piece.isascii() else findall)(piece) for piece in pieces]
+    text = "".join(pieces) + " " + " ".join(parts) if parts else "".join(pieces)
+    chars = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    after_pieces = int(lengths.sum())
+    part_starts = np.flatnonzero(chars[after_pieces:] == ord(" ")) + after_pieces
+    return text, chars, np.concatenate([np.cumsum(lengths) - lengths, part_starts])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +340,8 @@ def count_pretokens_fast(text: str, special_tokens: list[str] | tuple[str, ...] 
 
     Natural text repeats the same few thousand words; cutting it at pre-token boundaries
     (`space_pieces`: mostly at its spaces) gives pieces like " cat." that are counted first; the
-    GPT-2 pattern then runs once per distinct piece, not once per occurrence.
+    distinct pieces are then pre-tokenized together (`pretoken_starts`) and equal pre-tokens
+    found by hash (`hashing.distinct_substrings`).
 
     >>> count_pretokens_fast("a cat. a cat.", None) == count_pretokens("a cat. a cat.", None)
     True
@@ -358,11 +357,16 @@ def count_pretokens_fast(text: str, special_tokens: list[str] | tuple[str, ...] 
                 spaced.update(islice(got, 1, None))
             else:
                 pieces[got] += 1
+    text, chars, piece_starts = join_pieces(list(pieces), list(spaced))
+    starts = pretoken_starts(chars, piece_starts)
+    ends = np.append(starts[1:], len(chars))
+    first, group = distinct_substrings(chars, starts, ends)
+    # each pre-token counts as often as its piece
+    weights = np.fromiter(chain(pieces.values(), spaced.values()), np.int64, len(pieces) + len(spaced))
+    totals = np.bincount(group, weights[np.searchsorted(piece_starts, starts, side="right") - 1], len(first))
     counts: Counter[str] = Counter()
-    for prefix, table in (("", pieces), (" ", spaced)):
-        for pretokens, n in zip(pretokenize_pieces([prefix + piece for piece in table]), table.values()):
-            for pretoken in pretokens:
-                counts[pretoken] += n
+    for a, b, n in zip(starts[first].tolist(), ends[first].tolist(), totals.astype(np.int64).tolist()):
+        counts[text[a:b]] += n
     return counts
 
 

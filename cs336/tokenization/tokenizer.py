@@ -39,21 +39,13 @@ import numpy as np
 
 from cs336.errors import CS336Error
 from cs336.tokenization.files import MERGES_FILE, STATS_FILE, VOCAB_FILE, load_vocab_merges, save_vocab_merges
-from cs336.tokenization.merge import (
-    MergeTable,
-    PairRanks,
-    WholeTokens,
-    merge_fast,
-    merge_heap,
-    merge_many,
-    merge_plain,
-    substring_hashes,
-    substrings_equal,
-)
+from cs336.tokenization.hashing import distinct_substrings, substring_hashes
+from cs336.tokenization.merge import MergeTable, PairRanks, WholeTokens, merge_fast, merge_heap, merge_many, merge_plain
 from cs336.tokenization.pretokenize import (
     _SAFE_CUT,
     GPT2_REGEX,
     is_safe_split,
+    join_pieces,
     pretoken_starts,
     space_pieces,
     split_on_special_tokens,
@@ -203,14 +195,7 @@ class Tokenizer:
         all of them together in a few numpy calls (`_Texts`), merging their new pre-tokens in one
         `_merge_words` call. Returns the `(cache, key)` entries too long to keep, for `encode` to
         drop once it has used them."""
-        texts = "".join(pieces) + " " + " ".join(parts) if parts else "".join(pieces)
-        chars = np.frombuffer(texts.encode("utf-32-le"), np.uint32)
-        piece_lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
-        after_pieces = int(piece_lengths.sum())
-        # A part holds no space (`space_pieces` cut at them), so the spaces after the pieces are
-        # where the spaced parts start.
-        part_starts = np.flatnonzero(chars[after_pieces:] == ord(" ")) + after_pieces
-        text_starts = np.concatenate([np.cumsum(piece_lengths) - piece_lengths, part_starts])
+        texts, chars, text_starts = join_pieces(pieces, parts)
         batch = _Texts(texts, chars, text_starts, self._whole_ids)
         new = [word for word in batch.words if word not in self._pretoken_cache]
         self._pretoken_cache.update(zip(new, map(tuple, self._merge_words(new))))
@@ -218,9 +203,10 @@ class Tokenizer:
         self._piece_cache.update(zip(pieces, ids))
         self._spaced_cache.update(zip(parts, ids[len(pieces) :]))
         too_long = []
+        lengths = np.diff(text_starts, append=len(chars))  # each piece's, each part's with its space
         for cache, keys, longest in (
-            (self._piece_cache, pieces, piece_lengths.max(initial=0)),
-            (self._spaced_cache, parts, np.diff(part_starts, append=len(chars)).max(initial=1) - 1),
+            (self._piece_cache, pieces, lengths[: len(pieces)].max(initial=0)),
+            (self._spaced_cache, parts, lengths[len(pieces) :].max(initial=1) - 1),
             (self._pretoken_cache, new, max(map(len, new), default=0)),
         ):
             if longest > _CACHE_KEY_MAX:
@@ -389,17 +375,10 @@ class _Texts:
             starts, text_starts = offsets[starts], offsets[text_starts]
         self.starts, self.text_starts = starts, text_starts
         ends = np.append(starts[1:], len(data))
-        lengths = ends - starts
         hashes = substring_hashes(data, starts, ends)
         self.whole = whole_tokens.ids(data, starts, ends, hashes)
         self.new = np.flatnonzero(self.whole < 0)
-        # The same hash and the same bytes: the same pre-token, merged once.
-        _, first, group = np.unique(hashes[self.new], return_index=True, return_inverse=True)
-        self.group = group.reshape(-1)
-        same = self.new[first][self.group]  # for each new pre-token, the first one with its hash
-        if not (np.array_equal(lengths[self.new], lengths[same])
-                and substrings_equal(data, starts[self.new], data, starts[same], lengths[self.new]).all()):
-            first, self.group = np.arange(len(self.new)), np.arange(len(self.new))  # a collision: each alone
+        first, self.group = distinct_substrings(data, starts[self.new], ends[self.new], hashes[self.new])
         distinct = self.new[first]
         raw = data.tobytes()
         self.words = [raw[a:b] for a, b in zip(starts[distinct].tolist(), ends[distinct].tolist())]
